@@ -1,0 +1,38 @@
+// Shared helpers of din_fast's C++ kernels: argument checks that name the argument (raising
+// ValueError, like the Python checks in din_fast/ops/_checks.py) and the memory-format rule of the
+// op contract (din_fast/ops/_library.py): channels_last iff 4-D, channels_last-contiguous and not
+// also contiguous.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace din_fast {
+
+inline void check_feature(const at::Tensor& t, const char* name, int64_t channels = -1) {
+  TORCH_CHECK_VALUE(t.is_floating_point(), name, " must be a floating tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 4, name, " must have shape (B, C, H, W), got ", t.sizes());
+  TORCH_CHECK_VALUE(t.numel() > 0, name, " must not be empty, got shape ", t.sizes());
+  TORCH_CHECK_VALUE(channels < 0 || t.size(1) == channels, name, " must have ", channels,
+                    " channels, got shape ", t.sizes());
+}
+
+// t has ref's device and dtype and exactly `shape`.
+inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name,
+                       at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " is on ", t.device(), " but ", ref_name, " is on ",
+                    ref.device());
+  TORCH_CHECK_VALUE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", t.scalar_type(), " but ",
+                    ref_name, " has ", ref.scalar_type());
+  TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
+}
+
+inline at::MemoryFormat memory_format_of(const at::Tensor& t) {
+  if (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return at::MemoryFormat::ChannelsLast;
+  }
+  return at::MemoryFormat::Contiguous;
+}
+
+}  // namespace din_fast

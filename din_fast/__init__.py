@@ -1,0 +1,12 @@
+"""din_fast: fast, faithful DIN, DeFiAN, CIRN and DRFN super-resolution on fused PyTorch ops."""
+
+from din_fast import _extension  # noqa: F401  (load the C++ kernels before the ops register)
+from din_fast import ops
+from din_fast.backends import get_backend, set_backend, use_backend
+from din_fast.models import (DIN, CheckpointError, DeFiAN, SRModel, create_model, from_official, list_models,
+                             load_model)
+
+__version__ = "0.1.0"
+
+__all__ = ["DIN", "CheckpointError", "DeFiAN", "SRModel", "__version__", "create_model", "from_official",
+           "get_backend", "list_models", "load_model", "ops", "set_backend", "use_backend"]

@@ -1,0 +1,47 @@
+"""Loading of the compiled extension ``din_fast._C``.
+
+The extension only *registers* kernels (C++ CPU, C++/CUDA) on ops whose schemas are defined in
+Python; it exposes no Python functions. A failed load is not fatal — every op still has its
+reference implementation — but the error is kept and shown by ``din-fast info``.
+"""
+
+from __future__ import annotations
+
+import os
+
+_LOADED = False
+_ERROR: str | None = None
+_PATH: str | None = None
+
+if os.environ.get("DIN_FAST_DISABLE_EXT") == "1":
+    _ERROR = "disabled by DIN_FAST_DISABLE_EXT=1"
+else:
+    try:
+        from din_fast import _C  # noqa: F401  (import runs the static kernel registrations)
+
+        _LOADED = True
+        _PATH = getattr(_C, "__file__", None)
+    except ImportError as exc:  # not built (DIN_FAST_SKIP_EXT=1, pure-Python install) or ABI mismatch
+        _ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def has_ops() -> bool:
+    """True when the compiled extension ``din_fast._C`` was loaded."""
+    return _LOADED
+
+
+def load_error() -> str | None:
+    """Why the extension is not loaded (None when it is)."""
+    return _ERROR
+
+
+def build_info() -> dict:
+    """What was built: the extension's path or load error, and per op which implementations exist."""
+    from din_fast import backends
+
+    return {
+        "extension_loaded": _LOADED,
+        "extension_path": _PATH,
+        "extension_error": _ERROR,
+        "ops": {name: backends.implementations(name) for name in backends.op_names()},
+    }

@@ -1,0 +1,162 @@
+"""Which implementation runs each fused op.
+
+Backends: ``"auto"`` (default), ``"reference"`` (eager PyTorch, the test oracle), ``"cpp"`` (C++ CPU
+kernels in ``din_fast._C``), ``"triton"`` (``din_fast.kernels``) and ``"cuda"`` (C++/CUDA kernels in
+``din_fast._C``). The choice is process-wide: ``set_backend(name)``, the ``use_backend(name)`` context
+manager, or the environment variable ``DIN_FAST_BACKEND`` read at import.
+
+``"auto"`` picks, per op and tensor: on CPU the cpp kernel when it was built and supports the dtype;
+on CUDA the first available of ``GPU_PREFERENCE[op]``; otherwise the reference. An explicitly chosen
+backend never falls back: if it cannot run an op on the given tensor, a RuntimeError says why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from din_fast import _extension
+
+IMPLEMENTATIONS = ("reference", "cpp", "triton", "cuda")
+BACKENDS = ("auto",) + IMPLEMENTATIONS
+
+# Order in which "auto" tries the GPU implementations of each op. Update from benchmarks/RESULTS.md.
+GPU_PREFERENCE: dict[str, tuple[str, ...]] = {}
+_DEFAULT_GPU_PREFERENCE = ("cuda", "triton")
+
+_CPP_DTYPES = (torch.float32, torch.float64)
+_GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _validated(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown din_fast backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+_current = _validated(os.environ.get("DIN_FAST_BACKEND", "auto"))
+_resolved: dict[tuple[str, str, torch.dtype, str], str] = {}
+
+
+def get_backend() -> str:
+    """The process-wide backend name."""
+    return _current
+
+
+def set_backend(name: str) -> None:
+    """Set the process-wide backend (one of ``BACKENDS``)."""
+    global _current
+    _current = _validated(name)
+
+
+@contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the body with backend ``name``, then restore the previous one."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def op_names() -> list[str]:
+    """Names of all fused ops."""
+    from din_fast.ops._library import OPS
+
+    return sorted(OPS)
+
+
+def _has_kernel(private_op: str, key: str) -> bool:
+    return _extension.has_ops() and torch._C._dispatch_has_kernel_for_dispatch_key(f"din_fast::{private_op}", key)
+
+
+def _triton_usable(device_type: str) -> str | None:
+    if device_type != "cuda" and not (device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return "Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed"
+    return None
+
+
+def unavailable_reason(op: str, impl: str, device_type: str, dtype: torch.dtype) -> str | None:
+    """None if implementation ``impl`` of ``op`` can run on (device_type, dtype), else the reason."""
+    if impl == "reference":
+        return None
+    if impl == "cpp":
+        if device_type != "cpu":
+            return "the cpp implementation runs on CPU tensors"
+        if not _extension.has_ops():
+            return f"din_fast._C is not loaded ({_extension.load_error()})"
+        if not _has_kernel(f"_{op}_cpp", "CPU"):
+            return f"din_fast._C has no C++ CPU kernel for {op}"
+        if dtype not in _CPP_DTYPES:
+            return f"the cpp implementation supports float32 and float64, not {dtype}"
+        return None
+    if impl == "cuda":
+        if device_type != "cuda":
+            return "the cuda implementation runs on CUDA tensors"
+        if not _extension.has_ops():
+            return f"din_fast._C is not loaded ({_extension.load_error()})"
+        if not _has_kernel(f"_{op}_cuda", "CUDA"):
+            return f"din_fast._C was built without a CUDA kernel for {op}"
+        if dtype not in _GPU_DTYPES:
+            return f"the cuda implementation does not support {dtype}"
+        return None
+    if impl == "triton":
+        reason = _triton_usable(device_type)
+        if reason is not None:
+            return reason
+        if importlib.util.find_spec(f"din_fast.kernels.{op}") is None:
+            return f"there is no Triton kernel for {op}"
+        if dtype not in _GPU_DTYPES:
+            return f"the triton implementation does not support {dtype}"
+        return None
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+def _auto(op: str, device_type: str, dtype: torch.dtype) -> str:
+    if device_type == "cpu":
+        candidates: tuple[str, ...] = ("cpp",)
+    elif device_type == "cuda":
+        candidates = GPU_PREFERENCE.get(op, _DEFAULT_GPU_PREFERENCE)
+    else:
+        candidates = ()
+    for impl in candidates:
+        if unavailable_reason(op, impl, device_type, dtype) is None:
+            return impl
+    return "reference"
+
+
+def resolve(op: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The implementation that runs ``op`` on a tensor of this device and dtype under the current backend.
+
+    Raises RuntimeError when an explicitly chosen backend cannot run it.
+    """
+    key = (op, device.type, dtype, _current)
+    impl = _resolved.get(key)
+    if impl is None:
+        if _current == "auto":
+            impl = _auto(op, device.type, dtype)
+        else:
+            reason = unavailable_reason(op, _current, device.type, dtype)
+            if reason is not None:
+                raise RuntimeError(f"din_fast backend {_current!r} cannot run {op} on a {device.type} "
+                                   f"{dtype} tensor: {reason}")
+            impl = _current
+        _resolved[key] = impl
+    return impl
+
+
+def implementations(op: str) -> dict[str, str]:
+    """For ``din-fast info``: each implementation of ``op`` and whether it is built."""
+    out = {"reference": "available"}
+    out["cpp"] = "built" if _has_kernel(f"_{op}_cpp", "CPU") else "not built"
+    out["cuda"] = "built" if _has_kernel(f"_{op}_cuda", "CUDA") else "not built"
+    has_module = importlib.util.find_spec(f"din_fast.kernels.{op}") is not None
+    out["triton"] = "kernel present" if has_module else "no kernel"
+    return out

@@ -1,0 +1,79 @@
+"""Model registry: ``create_model(name, scale, **overrides)`` and ``list_models()``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from din_fast.models.blocks import SRModel
+from din_fast.models.defian import DeFiAN
+from din_fast.models.din import DIN
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, fixed defaults, supported scales and documented overrides."""
+
+    builder: Callable[..., SRModel]
+    scales: tuple[int, ...]
+    description: str
+    overrides: tuple[str, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, entry: ModelEntry) -> None:
+    """Add a model under ``name`` (used by the model modules; names are unique)."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = entry
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``create_model``."""
+    return sorted(_REGISTRY)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; ValueError naming the known models if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, scale: int = 4, **overrides: Any) -> SRModel:
+    """Build model ``name`` for ``scale`` with random weights.
+
+    ``overrides`` change the architecture (e.g. ``num_features=32`` for DIN, ``channels=16`` for DeFiAN);
+    any constructor argument of the model class is accepted, the documented ones are in ``ModelEntry``.
+    """
+    entry = model_entry(name)
+    if scale not in entry.scales:
+        raise ValueError(f"model {name!r} supports scales {', '.join(map(str, entry.scales))}; got scale={scale!r}")
+    allowed = set(entry.builder.__init__.__code__.co_varnames[1:entry.builder.__init__.__code__.co_argcount])
+    unknown = sorted(set(overrides) - allowed - {"scale"})
+    if unknown:
+        raise ValueError(f"unknown override(s) {', '.join(map(repr, unknown))} for model {name!r}; "
+                         f"expected some of: {', '.join(entry.overrides)}")
+    model = entry.builder(scale=scale, **{**entry.defaults, **overrides})
+    model.model_name = name
+    return model
+
+
+register_model("din", ModelEntry(
+    DIN, (2, 3, 4, 8), "DIN, journal / official 'Enhanced' code (r=4, two GFF convs, bilinear residual)",
+    ("num_features", "growth_rate", "branches", "blocks", "rdbs", "reduction"), dict(variant="journal")))
+register_model("din-ijcai", ModelEntry(
+    DIN, (2, 3, 4), "DIN, IJCAI 2020 conference code (r=8, one GFF conv, no image residual)",
+    ("num_features", "growth_rate", "branches", "blocks", "rdbs", "reduction"),
+    dict(variant="ijcai", reduction=8)))
+register_model("defian-s", ModelEntry(
+    DeFiAN, (2, 3, 4), "DeFiAN-S (C=32, 10 RCABs, 5 modules)", ("channels", "rcabs", "modules", "reduction"),
+    dict(channels=32, rcabs=10, modules=5)))
+register_model("defian-l", ModelEntry(
+    DeFiAN, (2, 3, 4), "DeFiAN-L (C=64, 20 RCABs, 10 modules)", ("channels", "rcabs", "modules", "reduction"),
+    dict(channels=64, rcabs=20, modules=10)))

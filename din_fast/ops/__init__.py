@@ -1,0 +1,14 @@
+"""Fused ops of din_fast (``torch.ops.din_fast.<name>``) and their functional wrappers.
+
+Each wrapper checks its arguments and runs the implementation chosen by ``din_fast.backends``: the
+reference as a plain autograd graph, or the fused ``torch.library`` op.
+"""
+
+from din_fast.ops import reference
+from din_fast.ops.asyca import asyca
+from din_fast.ops.dac_gate import dac_gate
+from din_fast.ops.dilated_encdec import dilated_encdec
+from din_fast.ops.dwc_sum import dwc_sum
+from din_fast.ops.mshf import mshf
+
+__all__ = ["asyca", "dac_gate", "dilated_encdec", "dwc_sum", "mshf", "reference"]

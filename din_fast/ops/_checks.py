@@ -1,0 +1,37 @@
+"""Argument checks shared by the fused ops. They read only metadata, so they also run in fake kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def feature(name: str, t: torch.Tensor, channels: int | None = None) -> None:
+    """``t`` is a non-empty floating (B, C, H, W) tensor, with ``channels`` channels if given."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOATS:
+        raise ValueError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got {t.dtype}")
+    if t.dim() != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
+    if channels is not None and t.shape[1] != channels:
+        raise ValueError(f"{name} must have {channels} channels, got shape {tuple(t.shape)}")
+
+
+def same_as(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor,
+            shape: Sequence[int] | None = None) -> None:
+    """``t`` has ref's dtype and device and the given shape (default: ref's shape)."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a Tensor, got {type(t).__name__}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+    if t.dtype != ref.dtype:
+        raise ValueError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
+    expected = tuple(ref.shape) if shape is None else tuple(shape)
+    if tuple(t.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")

@@ -1,0 +1,188 @@
+"""The ``din_fast`` op library: schemas, routing, fake kernels and autograd for every fused op.
+
+Each fused op ``name`` is a set of ``torch.library`` ops, all defined here from one schema string:
+
+- ``din_fast::name`` and ``din_fast::name_backward`` — the public forward and backward ops. Their
+  CPU and CUDA kernels are *routers*: they check the inputs, ask ``din_fast.backends.resolve`` which
+  implementation runs, call it, and normalise the output memory format.
+- ``din_fast::_name_cpp`` / ``_name_backward_cpp`` (CPU key) and ``_name_cuda`` / ``_name_backward_cuda``
+  (CUDA key) — private ops whose only kernels are registered by C++ (``csrc/register.cpp``) when
+  ``din_fast._C`` is built. Keeping them separate from the public op is what lets one process switch
+  between implementations.
+- Triton implementations are the ``forward`` / ``backward`` functions of ``din_fast.kernels.name``.
+
+Autograd of the public op calls the backward op, so gradients (parameters included) come from the
+same implementation as the forward. The reference backward is the vector-Jacobian product of the
+reference forward (``torch.func.vjp``). Double backward is not supported.
+
+Memory-format contract (what fake kernels promise, so ``torch.compile`` sees the real strides): the
+forward output has the format of the first tensor argument (channels_last if that is channels_last,
+else contiguous); each gradient has the format of its input.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from din_fast import backends
+
+LIB = torch.library.Library("din_fast", "DEF")
+OPS: dict[str, FusedOp] = {}
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D channels_last (and not also contiguous) tensor, else contiguous."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def empty_like_format(like: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` (default: like's) in like's memory format, dtype and device."""
+    shape = like.shape if shape is None else shape
+    fmt = memory_format_of(like) if len(shape) == 4 else torch.contiguous_format
+    return like.new_empty(shape).contiguous(memory_format=fmt) if fmt != torch.contiguous_format \
+        else like.new_empty(shape)
+
+
+def _formatted(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    fmt = memory_format_of(like) if out.dim() == 4 else torch.contiguous_format
+    return out if out.is_contiguous(memory_format=fmt) else out.contiguous(memory_format=fmt)
+
+
+def _flatten(args: Sequence[Any]) -> tuple[list[torch.Tensor], list[int | None]]:
+    """Tensors of ``args`` (lists expanded) and, per argument, the list length (None for a tensor)."""
+    tensors: list[torch.Tensor] = []
+    spec: list[int | None] = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            tensors.extend(a)
+            spec.append(len(a))
+        else:
+            tensors.append(a)
+            spec.append(None)
+    return tensors, spec
+
+
+def _unflatten(tensors: Sequence[torch.Tensor], spec: Sequence[int | None]) -> list[Any]:
+    out: list[Any] = []
+    i = 0
+    for n in spec:
+        if n is None:
+            out.append(tensors[i])
+            i += 1
+        else:
+            out.append(list(tensors[i:i + n]))
+            i += n
+    return out
+
+
+def _first_tensor(args: Sequence[Any]) -> torch.Tensor:
+    first = args[0]
+    return first[0] if isinstance(first, (list, tuple)) else first
+
+
+class FusedOp:
+    """One fused op and its backward, with every implementation routed by ``din_fast.backends``.
+
+    Args:
+        schema: the forward schema, e.g. ``"asyca(Tensor x1, Tensor x2, ...) -> Tensor"``. Every
+            argument is a differentiable Tensor or Tensor[]; the op returns one Tensor.
+        reference: the eager PyTorch forward with the schema's signature (differentiable by autograd).
+        check: validates the arguments (shapes, dtypes, devices; never reads data), raising
+            ValueError naming the bad argument. Runs in fake kernels too.
+        output_shape: the forward output's shape from the arguments.
+    """
+
+    def __init__(self, schema: str, reference: Callable[..., torch.Tensor],
+                 check: Callable[..., None], output_shape: Callable[..., Sequence[int]]) -> None:
+        self.name, rest = schema.split("(", 1)
+        params = rest.rsplit(")", 1)[0]
+        self.reference = reference
+        self.check = check
+        self.output_shape = output_shape
+        arg_types = [p.strip().split(" ")[0] for p in params.split(",")]
+        grad_types = ", ".join("Tensor[]" if t == "Tensor[]" else "Tensor" for t in arg_types)
+        backward_schema = f"{self.name}_backward(Tensor grad, {params}) -> ({grad_types})"
+        self.schema, self.backward_schema = schema, backward_schema
+        for s in (schema, backward_schema):
+            LIB.define(s)
+            name, tail = s.split("(", 1)
+            LIB.define(f"_{name}_cpp({tail}")
+            LIB.define(f"_{name}_cuda({tail}")
+        for key in ("CPU", "CUDA"):
+            LIB.impl(self.name, self._route_forward, key)
+            LIB.impl(f"{self.name}_backward", self._route_backward, key)
+        torch.library.register_fake(f"din_fast::{self.name}", self._fake_forward, lib=LIB)
+        torch.library.register_fake(f"din_fast::{self.name}_backward", self._fake_backward, lib=LIB)
+        torch.library.register_autograd(f"din_fast::{self.name}", self._autograd_backward,
+                                        setup_context=self._setup_context, lib=LIB)
+        self.op = getattr(torch.ops.din_fast, self.name).default
+        self.backward_op = getattr(torch.ops.din_fast, f"{self.name}_backward").default
+        OPS[self.name] = self
+
+    # -- public entry -------------------------------------------------------------------------
+    def __call__(self, *args: Any) -> torch.Tensor:
+        """Check, then run the reference as a plain autograd graph or the fused op."""
+        self.check(*args)
+        x = _first_tensor(args)
+        if backends.resolve(self.name, x.device, x.dtype) == "reference":
+            return self.reference(*args)
+        return self.op(*args)
+
+    # -- implementations ----------------------------------------------------------------------
+    def reference_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
+        """Vector-Jacobian product of the reference forward."""
+        with torch.enable_grad():
+            _, vjp = torch.func.vjp(self.reference, *args)
+            return tuple(vjp(grad))
+
+    def implementation(self, impl: str, backward: bool) -> Callable[..., Any]:
+        """The callable of implementation ``impl`` (forward or backward)."""
+        suffix = "_backward" if backward else ""
+        if impl == "reference":
+            return self.reference_backward if backward else self.reference
+        if impl in ("cpp", "cuda"):
+            return getattr(torch.ops.din_fast, f"_{self.name}{suffix}_{impl}")
+        if impl == "triton":
+            module = importlib.import_module(f"din_fast.kernels.{self.name}")
+            return module.backward if backward else module.forward
+        raise ValueError(f"unknown implementation {impl!r}")
+
+    def _route_forward(self, *args: Any) -> torch.Tensor:
+        self.check(*args)
+        x = _first_tensor(args)
+        impl = backends.resolve(self.name, x.device, x.dtype)
+        return _formatted(self.implementation(impl, backward=False)(*args), x)
+
+    def _route_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
+        self.check(*args)
+        x = _first_tensor(args)
+        impl = backends.resolve(self.name, x.device, x.dtype)
+        grads = self.implementation(impl, backward=True)(grad, *args)
+        return tuple([_formatted(g, a) for g, a in zip(gs, arg)] if isinstance(arg, (list, tuple))
+                     else _formatted(gs, arg) for gs, arg in zip(grads, args))
+
+    # -- fake kernels and autograd --------------------------------------------------------------
+    def _fake_forward(self, *args: Any) -> torch.Tensor:
+        self.check(*args)
+        x = _first_tensor(args)
+        return empty_like_format(x, self.output_shape(*args))
+
+    def _fake_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
+        self.check(*args)
+        return tuple([empty_like_format(t) for t in a] if isinstance(a, (list, tuple)) else empty_like_format(a)
+                     for a in args)
+
+    @staticmethod
+    def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        tensors, ctx.spec = _flatten(inputs)
+        ctx.save_for_backward(*tensors)
+
+    def _autograd_backward(self, ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        args = _unflatten(ctx.saved_tensors, ctx.spec)
+        return tuple(self.backward_op(grad, *args))

@@ -1,0 +1,42 @@
+"""``dwc_sum``: the densely weighted connection sum of DIN's WRDB, in one pass.
+
+Maths: ``out = Σ_j weight[j] ⊙ inputs[j] + bias`` with per-channel weights (each term is a 1x1
+depthwise conv). DIN folds into it the WRDB's depthwise connections, the RDB residual
+``x + 0.1·y6`` and the WRDB residual ``x + 0.1·s``, so a state is written once.
+Backward: ``d inputs[j] = weight[j] ⊙ g``, ``d weight[j, c] = Σ_{b,h,w} g·inputs[j]``,
+``d bias[c] = Σ_{b,h,w} g``.
+
+Shapes: inputs k ≥ 1 tensors (B, C, H, W) of one shape, dtype and device; weight (k, C); bias (C,).
+Output (B, C, H, W). Accumulation in float32 (float64 for float64).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from din_fast.ops import _checks, reference
+from din_fast.ops._library import FusedOp
+
+
+def _check(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> None:
+    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
+        raise ValueError("inputs must be a non-empty list of tensors (k >= 1)")
+    _checks.feature("inputs[0]", inputs[0])
+    for j, t in enumerate(inputs[1:], start=1):
+        _checks.same_as(f"inputs[{j}]", t, "inputs[0]", inputs[0])
+    c = inputs[0].shape[1]
+    _checks.same_as("weight", weight, "inputs[0]", inputs[0], (len(inputs), c))
+    _checks.same_as("bias", bias, "inputs[0]", inputs[0], (c,))
+
+
+_OP = FusedOp(
+    "dwc_sum(Tensor[] inputs, Tensor weight, Tensor bias) -> Tensor",
+    reference=reference.dwc_sum,
+    check=_check,
+    output_shape=lambda inputs, *_: inputs[0].shape,
+)
+
+
+def dwc_sum(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Fused ``Σ_j weight[j] ⊙ inputs[j] + bias`` (module docstring has the maths and shapes)."""
+    return _OP(list(inputs), weight, bias)

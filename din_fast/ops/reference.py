@@ -1,0 +1,117 @@
+"""Eager PyTorch references of the fused ops: the literal formulations of the official code.
+
+These are the oracle of every test and gradient check (run them in float64), the ``"reference"``
+backend, and the source of the reference backward (``torch.func.vjp``). They are deliberately the
+unfused, literal graphs (e.g. AsyCA's concatenation → full-resolution 1x1 conv → spatial mean), so
+that the reference backend costs what the authors' code costs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: Dilations of the three MSHF scales (kernel sizes 3, 5, 7 in the paper).
+MSHF_DILATIONS = (1, 2, 3)
+#: Dilations of DiEnDec's three encoder convs; the decoder uses them in reverse.
+ENCDEC_DILATIONS = (1, 2, 4)
+#: Added to the unbiased variance in the DAC statistics (official code).
+DAC_EPS = 1e-5
+
+
+def asyca(x1: torch.Tensor, x2: torch.Tensor, w_init: torch.Tensor, b_init: torch.Tensor,
+          w_dc: torch.Tensor, b_dc: torch.Tensor, w_ic: torch.Tensor, b_ic: torch.Tensor) -> torch.Tensor:
+    """Asymmetric co-attention node (DIN).
+
+    ``z = conv_init(cat[x1, x2])`` (1x1, 2C→C), ``s = conv_ic(relu(conv_dc(mean_HW(z))))`` (C→C/r→2C);
+    per channel c the pair softmax ``a_c, b_c = softmax(s_c, s_{C+c})``; output ``a ⊙ x1 + b ⊙ x2``.
+
+    Shapes: x1, x2 (B, C, H, W); w_init (C, 2C, 1, 1), b_init (C,); w_dc (R, C, 1, 1), b_dc (R,);
+    w_ic (2C, R, 1, 1), b_ic (2C,). Returns (B, C, H, W).
+    """
+    b, c = x1.shape[:2]
+    z = F.conv2d(torch.cat([x1, x2], dim=1), w_init, b_init)
+    s = F.adaptive_avg_pool2d(z, 1)
+    s = F.conv2d(F.relu(F.conv2d(s, w_dc, b_dc)), w_ic, b_ic)
+    ab = torch.softmax(s.view(b, 2, c, 1, 1), dim=1)
+    return ab[:, 0] * x1 + ab[:, 1] * x2
+
+
+def dwc_sum(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Densely weighted connection sum (DIN's WRDB): ``Σ_j weight[j] ⊙ inputs[j] + bias``.
+
+    Each term is a 1x1 depthwise conv (per-channel scale). Shapes: inputs k × (B, C, H, W);
+    weight (k, C); bias (C,). Returns (B, C, H, W).
+    """
+    c = weight.shape[1]
+    out = weight[0].view(1, c, 1, 1) * inputs[0]
+    for j in range(1, len(inputs)):
+        out = out + weight[j].view(1, c, 1, 1) * inputs[j]
+    return out + bias.view(1, c, 1, 1)
+
+
+def mshf(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Multi-scale Hessian filter, max eigenvalue, channel mean (DeFiAN).
+
+    For scale k (dilation d_k = 1, 2, 3) and kind j ∈ (xx, yy, xy): ``g_kj = dwconv3x3(x, weight[k, j],
+    bias[k, j], dilation=d_k, padding=d_k)``; ``λ_k = ((g_xx + g_yy) + sqrt((g_xx − g_yy)² + 4 g_xy²)) / 2``
+    per channel; output channel k is the mean of λ_k over the C channels.
+
+    Shapes: x (B, C, H, W); weight (3, 3, C, 3, 3); bias (3, 3, C). Returns (B, 3, H, W).
+    """
+    c = x.shape[1]
+    maps = []
+    for k, d in enumerate(MSHF_DILATIONS):
+        gxx, gyy, gxy = (F.conv2d(x, weight[k, j].unsqueeze(1), bias[k, j], padding=d, dilation=d, groups=c)
+                         for j in range(3))
+        lam = ((gxx + gyy) + torch.sqrt(torch.pow(gxx - gyy, 2) + 4 * torch.pow(gxy, 2))) / 2
+        maps.append(lam.mean(dim=1, keepdim=True))
+    return torch.cat(maps, dim=1)
+
+
+def dilated_encdec(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
+    """DeFiAN's dilated encoder-decoder (DiEnDec) and its 1x1 gate.
+
+    3→6→12→24 dilated 3x3 convs (dilation 1, 2, 4), 24→12→6→3 dilated 3x3 transposed convs
+    (dilation 4, 2, 1), ReLU after each of the six, then the linear 1x1 gate 3→1. Padding equals the
+    dilation, so every layer keeps H×W.
+
+    Shapes: h (B, 3, H, W); weights[0:3] (out, in, 3, 3) (Conv2d layout), weights[3:6] (in, out, 3, 3)
+    (ConvTranspose2d layout), weights[6] (1, 3, 1, 1); biases[i] (out_i,). Returns (B, 1, H, W).
+    """
+    t = h
+    for i, d in enumerate(ENCDEC_DILATIONS):
+        t = F.relu(F.conv2d(t, weights[i], biases[i], padding=d, dilation=d))
+    for i, d in enumerate(reversed(ENCDEC_DILATIONS)):
+        t = F.relu(F.conv_transpose2d(t, weights[3 + i], biases[3 + i], padding=d, dilation=d))
+    return F.conv2d(t, weights[6], biases[6])
+
+
+def _stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (batch, channel): spatial mean and sqrt(unbiased variance + 1e-5), each (B, C, 1, 1)."""
+    b, c = t.shape[:2]
+    flat = t.reshape(b, c, -1)
+    mean = flat.mean(dim=2).view(b, c, 1, 1)
+    std = (flat.var(dim=2, unbiased=True) + DAC_EPS).sqrt().view(b, c, 1, 1)
+    return mean, std
+
+
+def dac_gate(x: torch.Tensor, r: torch.Tensor, v: torch.Tensor, w_mean1: torch.Tensor, w_mean2: torch.Tensor,
+             w_std1: torch.Tensor, w_std2: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (DAC), sigmoid gate and residual of a DeFiAN module.
+
+    The observed map v is expanded to C channels as the official code does, then
+    ``A = sigmoid((v − μ_v)/σ_v · std_fc(σ_x) + mean_fc(μ_x))`` and ``y = r ⊙ A + x``, where μ, σ are the
+    spatial mean and sqrt(unbiased variance + 1e-5) per (batch, channel), and ``fc(t) = W2 relu(W1 t)``
+    with bias-free 1x1 convs C→C/16→C.
+
+    Shapes: x, r (B, C, H, W); v (B, 1, H, W); w_mean1, w_std1 (C/16, C, 1, 1); w_mean2, w_std2
+    (C, C/16, 1, 1). Returns (B, C, H, W). H·W must be > 1.
+    """
+    o = v.expand_as(x)
+    mu_o, sd_o = _stats(o)
+    mu_x, sd_x = _stats(x)
+    shift = F.conv2d(F.relu(F.conv2d(mu_x, w_mean1)), w_mean2)
+    scale = F.conv2d(F.relu(F.conv2d(sd_x, w_std1)), w_std2)
+    attention = torch.sigmoid((o - mu_o) / sd_o * scale + shift)
+    return r * attention + x

@@ -1,0 +1,81 @@
+"""Random arguments for every fused op, shared by the op, kernel and benchmark tests.
+
+Each builder returns the op's positional arguments (lists for Tensor[] arguments). Parameters are
+drawn at scales that keep activations O(1), so float tolerances stay meaningful.
+"""
+
+import torch
+
+from din_fast.ops.dilated_encdec import BIAS_SHAPES, WEIGHT_SHAPES
+
+
+def _randn(*shape, scale=1.0, dtype=torch.float64, device="cpu", generator=None):
+    return torch.randn(*shape, dtype=dtype, device=device, generator=generator) * scale
+
+
+def asyca_args(b=2, c=8, h=5, w=7, reduction=4, dtype=torch.float64, device="cpu", generator=None):
+    r = max(c // reduction, 1)
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    return [_randn(b, c, h, w, **kw), _randn(b, c, h, w, **kw),
+            _randn(c, 2 * c, 1, 1, scale=(2 * c) ** -0.5, **kw), _randn(c, scale=0.1, **kw),
+            _randn(r, c, 1, 1, scale=c ** -0.5, **kw), _randn(r, scale=0.1, **kw),
+            _randn(2 * c, r, 1, 1, scale=r ** -0.5, **kw), _randn(2 * c, scale=0.1, **kw)]
+
+
+def dwc_sum_args(k=3, b=2, c=8, h=5, w=7, dtype=torch.float64, device="cpu", generator=None):
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    return [[_randn(b, c, h, w, **kw) for _ in range(k)], _randn(k, c, **kw), _randn(c, **kw)]
+
+
+def mshf_args(b=2, c=8, h=5, w=7, dtype=torch.float64, device="cpu", generator=None):
+    """General (non-analytic) Hessian weights and non-zero biases, as a trained checkpoint has."""
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    return [_randn(b, c, h, w, **kw), _randn(3, 3, c, 3, 3, scale=0.5, **kw), _randn(3, 3, c, scale=0.3, **kw)]
+
+
+def dilated_encdec_args(b=2, h=5, w=7, dtype=torch.float64, device="cpu", generator=None):
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    weights = [_randn(*s, scale=(s[1] * s[2] * s[3]) ** -0.5 * 1.5, **kw) for s in WEIGHT_SHAPES]
+    biases = [_randn(*s, scale=0.1, **kw) for s in BIAS_SHAPES]
+    return [_randn(b, 3, h, w, **kw), weights, biases]
+
+
+def dac_gate_args(b=2, c=16, h=5, w=7, reduction=16, dtype=torch.float64, device="cpu", generator=None):
+    r = max(c // reduction, 1)
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    return [_randn(b, c, h, w, **kw), _randn(b, c, h, w, **kw), _randn(b, 1, h, w, **kw),
+            _randn(r, c, 1, 1, scale=c ** -0.5, **kw), _randn(c, r, 1, 1, scale=r ** -0.5, **kw),
+            _randn(r, c, 1, 1, scale=c ** -0.5, **kw), _randn(c, r, 1, 1, scale=r ** -0.5, **kw)]
+
+
+ARGS = {"asyca": asyca_args, "dwc_sum": dwc_sum_args, "mshf": mshf_args, "dilated_encdec": dilated_encdec_args,
+        "dac_gate": dac_gate_args}
+
+
+def flat(args):
+    """The tensors of an argument list, lists expanded (for gradcheck)."""
+    return [t for a in args for t in (a if isinstance(a, list) else [a])]
+
+
+def rebuild(args, tensors):
+    """Inverse of ``flat``: put ``tensors`` back into ``args``'s structure."""
+    out, i = [], 0
+    for a in args:
+        if isinstance(a, list):
+            out.append(list(tensors[i:i + len(a)]))
+            i += len(a)
+        else:
+            out.append(tensors[i])
+            i += 1
+    return out
+
+
+def requiring_grad(args):
+    """A copy of ``args`` whose tensors are leaves that require grad."""
+    return rebuild(args, [t.detach().clone().requires_grad_(True) for t in flat(args)])
+
+
+#: Small shapes for float64 gradcheck (full Jacobians), per op: odd sizes, batch 2.
+GRAD_SHAPES = {"asyca": dict(b=2, c=4, h=3, w=5, reduction=2), "dwc_sum": dict(k=3, b=2, c=3, h=3, w=5),
+               "mshf": dict(b=2, c=2, h=4, w=5), "dilated_encdec": dict(b=1, h=4, w=5),
+               "dac_gate": dict(b=2, c=3, h=3, w=4, reduction=3)}

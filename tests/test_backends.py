@@ -1,0 +1,121 @@
+"""Backend selection: names, the context manager, the environment variable, and clear errors for
+implementations that cannot run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import din_fast
+from din_fast import _extension, backends
+from op_inputs import ARGS
+
+SCHEMAS = {
+    "asyca": "din_fast::asyca(Tensor x1, Tensor x2, Tensor w_init, Tensor b_init, Tensor w_dc, Tensor b_dc, "
+             "Tensor w_ic, Tensor b_ic) -> Tensor",
+    "asyca_backward": "din_fast::asyca_backward(Tensor grad, Tensor x1, Tensor x2, Tensor w_init, Tensor b_init, "
+                      "Tensor w_dc, Tensor b_dc, Tensor w_ic, Tensor b_ic) -> (Tensor, Tensor, Tensor, Tensor, "
+                      "Tensor, Tensor, Tensor, Tensor)",
+    "dwc_sum": "din_fast::dwc_sum(Tensor[] inputs, Tensor weight, Tensor bias) -> Tensor",
+    "dwc_sum_backward": "din_fast::dwc_sum_backward(Tensor grad, Tensor[] inputs, Tensor weight, Tensor bias) "
+                        "-> (Tensor[], Tensor, Tensor)",
+    "mshf": "din_fast::mshf(Tensor x, Tensor weight, Tensor bias) -> Tensor",
+    "mshf_backward": "din_fast::mshf_backward(Tensor grad, Tensor x, Tensor weight, Tensor bias) "
+                     "-> (Tensor, Tensor, Tensor)",
+    "dilated_encdec": "din_fast::dilated_encdec(Tensor h, Tensor[] weights, Tensor[] biases) -> Tensor",
+    "dilated_encdec_backward": "din_fast::dilated_encdec_backward(Tensor grad, Tensor h, Tensor[] weights, "
+                               "Tensor[] biases) -> (Tensor, Tensor[], Tensor[])",
+    "dac_gate": "din_fast::dac_gate(Tensor x, Tensor r, Tensor v, Tensor w_mean1, Tensor w_mean2, Tensor w_std1, "
+                "Tensor w_std2) -> Tensor",
+    "dac_gate_backward": "din_fast::dac_gate_backward(Tensor grad, Tensor x, Tensor r, Tensor v, Tensor w_mean1, "
+                         "Tensor w_mean2, Tensor w_std1, Tensor w_std2) -> (Tensor, Tensor, Tensor, Tensor, "
+                         "Tensor, Tensor, Tensor)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schema_is_pinned(name):
+    assert str(getattr(torch.ops.din_fast, name).default._schema) == SCHEMAS[name]
+
+
+def test_every_op_has_a_pinned_schema():
+    assert {n for n in SCHEMAS if not n.endswith("_backward")} == set(backends.op_names())
+
+
+def test_use_backend_restores_and_validates():
+    assert din_fast.get_backend() == "auto"
+    with din_fast.use_backend("reference"):
+        assert din_fast.get_backend() == "reference"
+        with pytest.raises(ValueError, match="unknown din_fast backend 'fast'"):
+            din_fast.set_backend("fast")
+        assert din_fast.get_backend() == "reference"
+    assert din_fast.get_backend() == "auto"
+    with pytest.raises(RuntimeError):
+        with din_fast.use_backend("reference"):
+            raise RuntimeError("body failed")
+    assert din_fast.get_backend() == "auto"
+
+
+def test_environment_variable_sets_the_backend():
+    code = "import din_fast; print(din_fast.get_backend())"
+    env = {**os.environ, "DIN_FAST_BACKEND": "reference"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "reference"
+    env["DIN_FAST_BACKEND"] = "bogus"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown din_fast backend 'bogus'" in bad.stderr
+
+
+def test_auto_on_cpu_is_cpp_when_built_else_reference():
+    for op in backends.op_names():
+        built = _extension.has_ops() and backends.implementations(op)["cpp"] == "built"
+        expected = "cpp" if built else "reference"
+        assert backends.resolve(op, torch.device("cpu"), torch.float32) == expected
+        assert backends.resolve(op, torch.device("cpu"), torch.bfloat16) == "reference"
+
+
+@pytest.mark.parametrize("op", sorted(ARGS))
+def test_cuda_backend_on_cpu_tensor_is_an_error(op):
+    with din_fast.use_backend("cuda"), pytest.raises(RuntimeError, match="cuda implementation runs on CUDA"):
+        getattr(din_fast.ops, op)(*ARGS[op]())
+
+
+def test_cpp_backend_refuses_half_precision():
+    args = ARGS["dwc_sum"](dtype=torch.bfloat16)
+    with din_fast.use_backend("cpp"), pytest.raises(RuntimeError, match="cannot run dwc_sum"):
+        din_fast.ops.dwc_sum(*args)
+
+
+def test_unavailable_reasons_are_specific():
+    cpu = torch.device("cpu")
+    assert "need a CUDA tensor" in backends.unavailable_reason("mshf", "triton", "mps", torch.float32)
+    reason = backends.unavailable_reason("mshf", "cpp", "cuda", torch.float32)
+    assert reason == "the cpp implementation runs on CPU tensors"
+    if not _extension.has_ops():
+        assert "din_fast._C is not loaded" in backends.unavailable_reason("mshf", "cpp", "cpu", torch.float32)
+    assert backends.resolve("mshf", cpu, torch.float64) in ("cpp", "reference")
+
+
+def test_disabled_extension_routes_to_reference_and_explains():
+    code = ("import torch, din_fast\n"
+            "from din_fast import backends, _extension\n"
+            "assert not _extension.has_ops() and 'DIN_FAST_DISABLE_EXT' in _extension.load_error()\n"
+            "assert backends.resolve('asyca', torch.device('cpu'), torch.float32) == 'reference'\n"
+            "din_fast.set_backend('cpp')\n"
+            "try:\n"
+            "    backends.resolve('asyca', torch.device('cpu'), torch.float32)\n"
+            "except RuntimeError as e:\n"
+            "    print(e)\n")
+    env = {**os.environ, "DIN_FAST_DISABLE_EXT": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "din_fast._C is not loaded (disabled by DIN_FAST_DISABLE_EXT=1)" in out.stdout
+
+
+def test_build_info_lists_every_op():
+    info = _extension.build_info()
+    assert set(info["ops"]) == set(backends.op_names())
+    assert info["extension_loaded"] == _extension.has_ops()
+    if not info["extension_loaded"]:
+        assert info["extension_error"]

@@ -1,0 +1,51 @@
+"""Bad arguments to every op raise a ValueError that names the argument, on every route."""
+
+import pytest
+import torch
+
+import din_fast
+from op_inputs import ARGS
+
+
+def _routes():
+    return ["functional", "op"]
+
+
+def _call(route, op, args):
+    fn = getattr(din_fast.ops, op) if route == "functional" else getattr(torch.ops.din_fast, op)
+    return fn(*args)
+
+
+CASES = [
+    ("asyca", lambda a: [a[0], a[1][:, :, :4]] + a[2:], "x2 must have shape"),
+    ("asyca", lambda a: [a[0], a[1].float()] + a[2:], "x2 has dtype"),
+    ("asyca", lambda a: [a[0], a[1], a[2][:, :-1]] + a[3:], "w_init must have shape"),
+    ("asyca", lambda a: a[:7] + [a[7][:-1]], "b_ic must have shape"),
+    ("asyca", lambda a: [a[0][:, :, :0], a[1][:, :, :0]] + a[2:], "x1 must not be empty"),
+    ("asyca", lambda a: [a[0][0], a[1][0]] + a[2:], r"x1 must have shape \(B, C, H, W\)"),
+    ("asyca", lambda a: [a[0].long(), a[1].long()] + a[2:], "x1 must be a floating tensor"),
+    ("dwc_sum", lambda a: [[], a[1][:0], a[2]], "non-empty list"),
+    ("dwc_sum", lambda a: [a[0], a[1][:2], a[2]], r"weight must have shape \(3, 8\)"),
+    ("dwc_sum", lambda a: [a[0][:2] + [a[0][2][:1]], a[1], a[2]], r"inputs\[2\] must have shape"),
+    ("dwc_sum", lambda a: [a[0], a[1], a[2][:3]], "bias must have shape"),
+    ("mshf", lambda a: [a[0], a[1][:2], a[2]], "weight must have shape"),
+    ("mshf", lambda a: [a[0], a[1], a[2].float()], "bias has dtype"),
+    ("mshf", lambda a: [a[0][:, :, :0], a[1], a[2]], "x must not be empty"),
+    ("dilated_encdec", lambda a: [a[0][:, :2], a[1], a[2]], "h must have 3 channels"),
+    ("dilated_encdec", lambda a: [a[0], a[1][:6], a[2]], "weights must be a list of 7"),
+    ("dilated_encdec", lambda a: [a[0], a[1][:3] + [a[1][3].transpose(0, 1)] + a[1][4:], a[2]],
+     r"weights\[3\] must have shape \(24, 12, 3, 3\)"),
+    ("dac_gate", lambda a: [a[0], a[1], a[2].expand(-1, 16, -1, -1)] + a[3:], "v must have shape"),
+    ("dac_gate", lambda a: [a[0][:, :, :1, :1], a[1][:, :, :1, :1], a[2][:, :, :1, :1]] + a[3:], "H\\*W > 1"),
+    ("dac_gate", lambda a: [a[0], a[1][:1]] + a[2:], "r must have shape"),
+    ("dac_gate", lambda a: a[:6] + [a[6][:, :, :, :0]], "w_std2 must have shape"),
+]
+
+
+@pytest.mark.parametrize("route", _routes())
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+@pytest.mark.parametrize("op,mutate,message", CASES)
+def test_bad_arguments(route, backend, op, mutate, message):
+    args = mutate(ARGS[op]())
+    with din_fast.use_backend(backend), pytest.raises(ValueError, match=message):
+        _call(route, op, args)

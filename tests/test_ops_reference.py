@@ -1,0 +1,185 @@
+"""The eager references against independent formulations, and the op machinery (routing, autograd,
+fake kernels) through the reference implementation, in float64."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import din_fast
+from din_fast import ops
+from op_inputs import ARGS, GRAD_SHAPES, flat, rebuild, requiring_grad
+
+OPS = sorted(ARGS)
+
+
+# -- independent formulations -------------------------------------------------------------------------
+
+def asyca_independent(x1, x2, w_init, b_init, w_dc, b_dc, w_ic, b_ic):
+    """Through the channel means only (conv_init of the mean), with explicit matrix products."""
+    c = x1.shape[1]
+    means = torch.cat([x1.mean((2, 3)), x2.mean((2, 3))], 1)            # (B, 2C)
+    z = means @ w_init.view(c, 2 * c).T + b_init
+    s = torch.clamp(z @ w_dc.flatten(1).T + b_dc, min=0) @ w_ic.flatten(1).T + b_ic
+    a = 1 / (1 + torch.exp(s[:, c:] - s[:, :c]))                          # two-way softmax
+    return a[:, :, None, None] * x1 + (1 - a)[:, :, None, None] * x2
+
+
+def dwc_sum_independent(inputs, weight, bias):
+    return torch.einsum("kbchw,kc->bchw", torch.stack(inputs), weight) + bias[:, None, None]
+
+
+def _shifted(x, d, p, q):
+    """x[..., h + (p−1)d, w + (q−1)d] with zeros outside the image."""
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (d, d, d, d))
+    return xp[..., p * d:p * d + h, q * d:q * d + w]
+
+
+def mshf_independent(x, weight, bias):
+    """Taps gathered by slicing; the largest eigenvalue of [[gxx, gxy], [gxy, gyy]] from eigvalsh."""
+    out = []
+    for k, d in enumerate((1, 2, 3)):
+        g = []
+        for j in range(3):
+            acc = bias[k, j][None, :, None, None].expand_as(x).clone()
+            for p in range(3):
+                for q in range(3):
+                    acc = acc + weight[k, j, :, p, q][None, :, None, None] * _shifted(x, d, p, q)
+            g.append(acc)
+        hess = torch.stack([torch.stack([g[0], g[2]], -1), torch.stack([g[2], g[1]], -1)], -2)
+        out.append(torch.linalg.eigvalsh(hess)[..., -1].mean(1))
+    return torch.stack(out, 1)
+
+
+def _conv_unfold(x, weight, bias, d):
+    """3x3 conv with dilation d and padding d via unfold + matmul."""
+    b, _, h, w = x.shape
+    cols = F.unfold(x, 3, dilation=d, padding=d)                        # (B, Cin*9, H*W)
+    return (weight.flatten(1) @ cols).view(b, -1, h, w) + bias[None, :, None, None]
+
+
+def dilated_encdec_independent(h, weights, biases):
+    """Each stride-1 transposed conv as a conv with the transposed, spatially flipped weight."""
+    t = h
+    for i, d in enumerate((1, 2, 4)):
+        t = torch.relu(_conv_unfold(t, weights[i], biases[i], d))
+    for i, d in enumerate((4, 2, 1)):
+        w = weights[3 + i].transpose(0, 1).flip(2, 3)
+        t = torch.relu(_conv_unfold(t, w, biases[3 + i], d))
+    return torch.einsum("oc,bchw->bohw", weights[6].flatten(1), t) + biases[6][None, :, None, None]
+
+
+def dac_gate_independent(x, r, v, w_mean1, w_mean2, w_std1, w_std2):
+    """One-channel normalisation of v broadcast over channels; explicit unbiased variance."""
+    n = x.shape[2] * x.shape[3]
+
+    def stats(t):
+        mu = t.sum((2, 3)) / n
+        var = ((t - mu[:, :, None, None]) ** 2).sum((2, 3)) / (n - 1)
+        return mu, torch.sqrt(var + 1e-5)
+
+    mu_v, sd_v = stats(v)
+    mu_x, sd_x = stats(x)
+    shift = torch.relu(mu_x @ w_mean1.flatten(1).T) @ w_mean2.flatten(1).T
+    scale = torch.relu(sd_x @ w_std1.flatten(1).T) @ w_std2.flatten(1).T
+    norm = (v - mu_v[:, :, None, None]) / sd_v[:, :, None, None]
+    return x + r * torch.sigmoid(norm * scale[:, :, None, None] + shift[:, :, None, None])
+
+
+INDEPENDENT = {"asyca": asyca_independent, "dwc_sum": dwc_sum_independent, "mshf": mshf_independent,
+               "dilated_encdec": dilated_encdec_independent, "dac_gate": dac_gate_independent}
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reference_matches_independent_formulation(op, seed):
+    g = torch.Generator().manual_seed(seed)
+    args = ARGS[op](generator=g, b=3, h=9, w=6)
+    expected = INDEPENDENT[op](*args)
+    got = getattr(ops.reference, op)(*args)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_asyca_same_input_is_identity():
+    x, _, *params = ARGS["asyca"]()
+    torch.testing.assert_close(ops.reference.asyca(x, x, *params), x, rtol=1e-12, atol=1e-12)
+
+
+# -- the op machinery through the reference implementation -------------------------------------------
+
+@pytest.mark.parametrize("op", OPS)
+def test_fused_op_with_reference_kernel_matches_reference(op):
+    args = ARGS[op]()
+    with din_fast.use_backend("reference"):
+        got = getattr(torch.ops.din_fast, op)(*args)
+    torch.testing.assert_close(got, getattr(ops.reference, op)(*args), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_gradcheck_reference(op):
+    args = requiring_grad(ARGS[op](**GRAD_SHAPES[op]))
+    fn = getattr(torch.ops.din_fast, op)
+    # dilated_encdec has 6,871 weights: fast mode checks random projections of the full Jacobian.
+    fast = op == "dilated_encdec"
+    with din_fast.use_backend("reference"):
+        assert torch.autograd.gradcheck(lambda *t: fn(*rebuild(args, t)), flat(args), fast_mode=fast)
+    assert torch.autograd.gradcheck(lambda *t: getattr(ops, op)(*rebuild(args, t)), flat(args), fast_mode=fast)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_opcheck(op):
+    args = requiring_grad(ARGS[op](**GRAD_SHAPES[op]))
+    for backend in ("reference", "auto"):
+        with din_fast.use_backend(backend):
+            torch.library.opcheck(getattr(torch.ops.din_fast, op).default, args)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_non_contiguous_and_channels_last_inputs(op):
+    args = ARGS[op](b=2, h=6, w=5)
+    expected = getattr(ops.reference, op)(*args)
+    first = args[0][0] if isinstance(args[0], list) else args[0]
+    for layout in ("channels_last", "transposed"):
+        def relayout(t):
+            if t.dim() != 4 or t.shape != first.shape and t.shape[1] != 1:
+                return t
+            if layout == "channels_last":
+                return t.contiguous(memory_format=torch.channels_last)
+            return t.transpose(2, 3).contiguous().transpose(2, 3)           # same values, W-major strides
+        moved = rebuild(args, [relayout(t) for t in flat(args)])
+        got = getattr(torch.ops.din_fast, op)(*moved)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        if layout == "channels_last" and got.shape[1] > 1:
+            assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_mshf_constant_input_gradient_follows_autograd_of_official_formula():
+    """Constant input, analytic kernels, zero biases: the sqrt argument is 0 inside the image, where
+    autograd of the official formula gives NaN (the forward stays finite). With the random biases
+    of a real module the argument is positive and the gradient finite."""
+    from din_fast.models.defian import MSHF
+
+    m = MSHF(4).double()
+    with torch.no_grad():
+        m.bias.zero_()
+    x = torch.full((1, 4, 9, 9), 0.5, dtype=torch.float64, requires_grad=True)
+    y = ops.reference.mshf(x, m.weight, m.bias)
+    y.sum().backward()
+    assert torch.isfinite(y).all()
+    assert torch.isnan(x.grad[..., 4, 4]).all()
+    m = MSHF(4).double()
+    x.grad = None
+    ops.reference.mshf(x, m.weight, m.bias).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_compile_fullgraph_over_the_ops():
+    args = ARGS["asyca"]()
+
+    def fn(*a):
+        return ops.asyca(*a) * 2
+
+    for backend in ("reference", "auto"):
+        with din_fast.use_backend(backend):
+            compiled = torch.compile(fn, fullgraph=True, backend="eager")
+            torch.testing.assert_close(compiled(*args), fn(*args))
