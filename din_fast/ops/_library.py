@@ -6,8 +6,8 @@ Each fused op ``name`` is a set of ``torch.library`` ops, all defined here from 
   CPU and CUDA kernels are *routers*: they check the inputs, ask ``din_fast.backends.resolve`` which
   implementation runs, call it, and normalise the output memory format.
 - ``din_fast::_name_cpp`` / ``_name_backward_cpp`` (CPU key) and ``_name_cuda`` / ``_name_backward_cuda``
-  (CUDA key) — private ops whose only kernels are registered by C++ (``csrc/register.cpp``) when
-  ``din_fast._C`` is built. Keeping them separate from the public op is what lets one process switch
+  (CUDA key) — private ops whose only kernels are registered by C++ when ``din_fast._C`` is built
+  (each ``csrc/cpu/<name>.cpp`` and ``csrc/cuda/<name>.cu`` registers its own with ``TORCH_LIBRARY_IMPL``). Keeping them separate from the public op is what lets one process switch
   between implementations.
 - Triton implementations are the ``forward`` / ``backward`` functions of ``din_fast.kernels.name``.
 
