@@ -13,12 +13,23 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from din_fast.bench import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="din-fast", description="Fast DIN / DeFiAN super-resolution.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, the compiled extension and the implementation of each op")
     info.set_defaults(func=_info)
+    from din_fast.bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="time whole models per implementation and print a table")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -81,6 +81,20 @@ def _unflatten(tensors: Sequence[torch.Tensor], spec: Sequence[int | None]) -> l
     return out
 
 
+def _autocast_args(args: Sequence[Any], device_type: str) -> list[Any]:
+    """``args`` with every floating tensor cast to the autocast dtype of ``device_type`` when autocast is
+    on there (our kernels need one dtype across inputs and parameters), else unchanged."""
+    if not torch.is_autocast_enabled(device_type):
+        return list(args)
+    dtype = torch.get_autocast_dtype(device_type)
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+
+    return [[cast(t) for t in a] if isinstance(a, (list, tuple)) else cast(a) if isinstance(a, torch.Tensor)
+            else a for a in args]
+
+
 def _first_tensor(args: Sequence[Any]) -> torch.Tensor:
     first = args[0]
     return first[0] if isinstance(first, (list, tuple)) else first
@@ -122,12 +136,28 @@ class FusedOp:
         torch.library.register_autograd(f"din_fast::{self.name}", self._autograd_backward,
                                         setup_context=self._setup_context, lib=LIB)
         self.op = getattr(torch.ops.din_fast, self.name).default
+        for device_type in ("cpu", "cuda"):
+            self._register_autocast(device_type)
         self.backward_op = getattr(torch.ops.din_fast, f"{self.name}_backward").default
         OPS[self.name] = self
 
+    def _register_autocast(self, device_type: str) -> None:
+        """Under autocast, run the op in the autocast dtype (cast inputs, then call with autocast off)."""
+        key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+        key = getattr(torch._C.DispatchKey, key_name)
+
+        def autocast_impl(*args: Any) -> torch.Tensor:
+            cast = _autocast_args(args, device_type)  # before the guard: it turns autocast off
+            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+                return self.op(*cast)
+
+        self.op.py_impl(key)(autocast_impl)  # the traced (torch.compile) path
+        LIB.impl(self.name, lambda _keyset, *args: autocast_impl(*args), key_name, with_keyset=True)
+
     # -- public entry -------------------------------------------------------------------------
     def __call__(self, *args: Any) -> torch.Tensor:
-        """Check, then run the reference as a plain autograd graph or the fused op."""
+        """Check, then run the reference as a plain autograd graph or the fused op (autocast-aware)."""
+        args = _autocast_args(args, _first_tensor(args).device.type)
         self.check(*args)
         x = _first_tensor(args)
         if backends.resolve(self.name, x.device, x.dtype) == "reference":
