@@ -157,7 +157,9 @@ class FusedOp:
     # -- public entry -------------------------------------------------------------------------
     def __call__(self, *args: Any) -> torch.Tensor:
         """Check, then run the reference as a plain autograd graph or the fused op (autocast-aware)."""
-        args = _autocast_args(args, _first_tensor(args).device.type)
+        tensors = [t for t in _flatten(args)[0] if isinstance(t, torch.Tensor)]
+        if tensors:  # (no tensors at all is a bad call; check says so)
+            args = _autocast_args(args, tensors[0].device.type)
         self.check(*args)
         x = _first_tensor(args)
         if backends.resolve(self.name, x.device, x.dtype) == "reference":
