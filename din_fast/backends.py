@@ -135,19 +135,26 @@ def _auto(op: str, device_type: str, dtype: torch.dtype) -> str:
 def resolve(op: str, device: torch.device, dtype: torch.dtype) -> str:
     """The implementation that runs ``op`` on a tensor of this device and dtype under the current backend.
 
-    Raises RuntimeError when an explicitly chosen backend cannot run it.
+    Raises RuntimeError when an explicitly chosen backend cannot run it. Under ``torch.compile`` the
+    answer is a trace-time constant, and reading ``_current`` makes the compiled code guard on the
+    backend, so switching backends recompiles.
     """
-    key = (op, device.type, dtype, _current)
+    return _resolve(op, device.type, dtype, _current)
+
+
+@torch.compiler.assume_constant_result
+def _resolve(op: str, device_type: str, dtype: torch.dtype, backend: str) -> str:
+    key = (op, device_type, dtype, backend)
     impl = _resolved.get(key)
     if impl is None:
-        if _current == "auto":
-            impl = _auto(op, device.type, dtype)
+        if backend == "auto":
+            impl = _auto(op, device_type, dtype)
         else:
-            reason = unavailable_reason(op, _current, device.type, dtype)
+            reason = unavailable_reason(op, backend, device_type, dtype)
             if reason is not None:
-                raise RuntimeError(f"din_fast backend {_current!r} cannot run {op} on a {device.type} "
+                raise RuntimeError(f"din_fast backend {backend!r} cannot run {op} on a {device_type} "
                                    f"{dtype} tensor: {reason}")
-            impl = _current
+            impl = backend
         _resolved[key] = impl
     return impl
 

@@ -81,7 +81,7 @@ def build(case: Case) -> Callable[[], object]:
         return lambda: fast(x)
     net = model
     if case.provider in ("compiled", "default+compile"):
-        net = torch.compile(model, fullgraph=case.provider == "default+compile")
+        net = torch.compile(model, fullgraph=case.provider == "default+compile", dynamic=False)
     if case.mode == "inference":
         model.eval()
 

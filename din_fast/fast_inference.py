@@ -9,7 +9,9 @@ What it does (each step keeps outputs within the chosen dtype's tolerance of the
 - CPU: float32; channels_last only if it measures faster on the example input (oneDNN's choice
   depends on the CPU and the model); optionally ``torch.compile`` (inductor with weight freezing,
   which prepacks conv weights and fuses conv + activation) — off by default, since compiling a
-  whole model takes about a minute on a small CPU.
+  whole model takes about a minute on a small CPU. Shapes are static (``dynamic=False``): each new
+  input shape compiles once (inductor in torch 2.13 fails on these models' training graphs with
+  dynamic shapes, with or without our ops).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class OptimizedModel(nn.Module):
         self.dtype = dtype
         self.channels_last = channels_last
         self.compiled = compiled
-        self._forward = torch.compile(model, fullgraph=True) if compiled else model
+        self._forward = torch.compile(model, fullgraph=True, dynamic=False) if compiled else model
         self.graph_shape: tuple[int, ...] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static_in: torch.Tensor | None = None

@@ -119,3 +119,13 @@ def test_build_info_lists_every_op():
     assert info["extension_loaded"] == _extension.has_ops()
     if not info["extension_loaded"]:
         assert info["extension_error"]
+
+
+def test_compiled_code_follows_backend_switch():
+    """resolve() is a trace-time constant under torch.compile; the guard on the backend recompiles."""
+    args = ARGS["dwc_sum"](dtype=torch.float32)
+    fn = torch.compile(lambda *a: din_fast.ops.dwc_sum(*a), fullgraph=True, dynamic=False)
+    with din_fast.use_backend("reference"):
+        fn(*args)
+    with din_fast.use_backend("cuda"), pytest.raises(RuntimeError, match="cannot run dwc_sum"):
+        fn(*args)  # a CPU tensor: the cuda backend must be asked again, not the cached reference graph

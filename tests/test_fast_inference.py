@@ -53,11 +53,21 @@ def test_bfloat16_autocast_within_bf16_tolerance():
 
 
 @pytest.mark.slow
-def test_compiled_matches_eager():
-    model = create_model("defian-s", scale=2, **TINY["defian-s"])
+def test_compiled_matches_eager(tiny):
     x = torch.rand(1, 3, 10, 12)
-    ref = _reference(_copy(model), x)
-    torch.testing.assert_close(optimize(model, compile=True)(x), ref, atol=1e-4, rtol=1e-4)
+    ref = _reference(_copy(tiny), x)
+    torch.testing.assert_close(optimize(tiny, compile=True)(x), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_training_step_gradients_match_eager(tiny):
+    """The fused ops' autograd (backward ops included) traces without graph breaks."""
+    x, target = torch.rand(2, 3, 9, 10), torch.rand(2, 3, 18, 20)
+    eager = _copy(tiny)
+    for net in (eager, torch.compile(tiny, fullgraph=True, dynamic=False)):
+        torch.nn.functional.l1_loss(net(x), target).backward()
+    for (name, p), q in zip(eager.named_parameters(), tiny.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
