@@ -48,8 +48,26 @@ def dac_gate_args(b=2, c=16, h=5, w=7, reduction=16, dtype=torch.float64, device
             _randn(r, c, 1, 1, scale=c ** -0.5, **kw), _randn(c, r, 1, 1, scale=r ** -0.5, **kw)]
 
 
+def criss_cross_attention_args(b=2, c=8, h=5, w=7, cq=3, dtype=torch.float64, device="cpu", generator=None):
+    """q, k scaled so that energies are O(1) (softmax neither flat nor one-hot)."""
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    return [_randn(b, cq, h, w, scale=cq ** -0.25, **kw), _randn(b, cq, h, w, scale=cq ** -0.25, **kw),
+            _randn(b, c, h, w, **kw)]
+
+
+def channel_spatial_attention_args(b=2, c=16, h=5, w=7, reduction=16, dtype=torch.float64, device="cpu",
+                                   generator=None):
+    r = max(c // reduction, 1)
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    return [_randn(b, c, h, w, **kw), _randn(b, c, h, w, **kw),
+            _randn(r, c, 1, 1, scale=c ** -0.5, **kw), _randn(r, scale=0.1, **kw),
+            _randn(c, r, 1, 1, scale=r ** -0.5, **kw), _randn(c, scale=0.1, **kw),
+            _randn(1, 2, 7, 7, scale=98 ** -0.5 * 2, **kw), _randn(1, scale=0.1, **kw)]
+
+
 ARGS = {"asyca": asyca_args, "dwc_sum": dwc_sum_args, "mshf": mshf_args, "dilated_encdec": dilated_encdec_args,
-        "dac_gate": dac_gate_args}
+        "dac_gate": dac_gate_args, "criss_cross_attention": criss_cross_attention_args,
+        "channel_spatial_attention": channel_spatial_attention_args}
 
 
 def flat(args):
@@ -78,4 +96,6 @@ def requiring_grad(args):
 #: Small shapes for float64 gradcheck (full Jacobians), per op: odd sizes, batch 2.
 GRAD_SHAPES = {"asyca": dict(b=2, c=4, h=3, w=5, reduction=2), "dwc_sum": dict(k=3, b=2, c=3, h=3, w=5),
                "mshf": dict(b=2, c=2, h=4, w=5), "dilated_encdec": dict(b=1, h=4, w=5),
-               "dac_gate": dict(b=2, c=3, h=3, w=4, reduction=3)}
+               "dac_gate": dict(b=2, c=3, h=3, w=4, reduction=3),
+               "criss_cross_attention": dict(b=2, c=3, h=3, w=4, cq=2),
+               "channel_spatial_attention": dict(b=2, c=4, h=3, w=4, reduction=2)}

@@ -32,6 +32,15 @@ SCHEMAS = {
     "dac_gate_backward": "din_fast::dac_gate_backward(Tensor grad, Tensor x, Tensor r, Tensor v, Tensor w_mean1, "
                          "Tensor w_mean2, Tensor w_std1, Tensor w_std2) -> (Tensor, Tensor, Tensor, Tensor, "
                          "Tensor, Tensor, Tensor)",
+    "criss_cross_attention": "din_fast::criss_cross_attention(Tensor q, Tensor k, Tensor v) -> Tensor",
+    "criss_cross_attention_backward": "din_fast::criss_cross_attention_backward(Tensor grad, Tensor q, Tensor k, "
+                                      "Tensor v) -> (Tensor, Tensor, Tensor)",
+    "channel_spatial_attention": "din_fast::channel_spatial_attention(Tensor x, Tensor skip, Tensor w_ca1, "
+                                 "Tensor b_ca1, Tensor w_ca2, Tensor b_ca2, Tensor w_sa, Tensor b_sa) -> Tensor",
+    "channel_spatial_attention_backward": "din_fast::channel_spatial_attention_backward(Tensor grad, Tensor x, "
+                                          "Tensor skip, Tensor w_ca1, Tensor b_ca1, Tensor w_ca2, Tensor b_ca2, "
+                                          "Tensor w_sa, Tensor b_sa) -> (Tensor, Tensor, Tensor, Tensor, Tensor, "
+                                          "Tensor, Tensor, Tensor)",
 }
 
 

@@ -39,6 +39,19 @@ CASES = [
     ("dac_gate", lambda a: [a[0][:, :, :1, :1], a[1][:, :, :1, :1], a[2][:, :, :1, :1]] + a[3:], "H\\*W > 1"),
     ("dac_gate", lambda a: [a[0], a[1][:1]] + a[2:], "r must have shape"),
     ("dac_gate", lambda a: a[:6] + [a[6][:, :, :, :0]], "w_std2 must have shape"),
+    ("criss_cross_attention", lambda a: [a[0], a[1][:, :2], a[2]], "k must have shape"),
+    ("criss_cross_attention", lambda a: [a[0], a[1], a[2][:, :, :4]], "v must have shape"),
+    ("criss_cross_attention", lambda a: [a[0], a[1], a[2][:1]], "v must have shape"),
+    ("criss_cross_attention", lambda a: [a[0], a[1], a[2].float()], "v has dtype"),
+    ("criss_cross_attention", lambda a: [a[0][:, :0], a[1][:, :0], a[2]], "q must not be empty"),
+    ("criss_cross_attention", lambda a: [a[0][0], a[1][0], a[2]], r"q must have shape \(B, C, H, W\)"),
+    ("criss_cross_attention", lambda a: [a[0], a[1], a[2].long()], "v must be a floating tensor"),
+    ("channel_spatial_attention", lambda a: [a[0], a[1][:, :, :3]] + a[2:], "skip must have shape"),
+    ("channel_spatial_attention", lambda a: [a[0], a[1], a[2][:, :8]] + a[3:], r"w_ca1 must have shape \(1, 16"),
+    ("channel_spatial_attention", lambda a: a[:5] + [a[5][:3]] + a[6:], "b_ca2 must have shape"),
+    ("channel_spatial_attention", lambda a: a[:6] + [a[6][:, :, :5, :5], a[7]], r"w_sa must have shape \(1, 2, 7, 7\)"),
+    ("channel_spatial_attention", lambda a: a[:7] + [a[7].float()], "b_sa has dtype"),
+    ("channel_spatial_attention", lambda a: [a[0][:, :, :0], a[1][:, :, :0]] + a[2:], "x must not be empty"),
 ]
 
 

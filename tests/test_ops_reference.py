@@ -86,8 +86,41 @@ def dac_gate_independent(x, r, v, w_mean1, w_mean2, w_std1, w_std2):
     return x + r * torch.sigmoid(norm * scale[:, :, None, None] + shift[:, :, None, None])
 
 
+def criss_cross_attention_independent(q, k, v):
+    """Dense attention over all H·W positions with a mask that keeps the row and column of each one."""
+    b, cq, h, w = q.shape
+    rows = torch.arange(h).repeat_interleave(w)
+    cols = torch.arange(w).repeat(h)
+    keep = (rows[:, None] == rows[None, :]) | (cols[:, None] == cols[None, :])    # (HW, HW), self once
+    energy = torch.einsum("bcp,bcs->bps", q.reshape(b, cq, -1), k.reshape(b, cq, -1))
+    energy = torch.where(keep, energy, torch.full_like(energy, float("-inf")))
+    att = torch.exp(energy - energy.amax(2, keepdim=True))
+    att = att / att.sum(2, keepdim=True)
+    return torch.einsum("bps,bcs->bcp", att, v.reshape(b, v.shape[1], -1)).view_as(v)
+
+
+def channel_spatial_attention_independent(x, skip, w_ca1, b_ca1, w_ca2, b_ca2, w_sa, b_sa):
+    """Matrix products for the MLP, sorting for the maxima, slicing for the 7x7 conv."""
+    def mlp(t):
+        return torch.clamp(t @ w_ca1.flatten(1).T + b_ca1, min=0) @ w_ca2.flatten(1).T + b_ca2
+
+    b, c, h, w = x.shape
+    flat_x = x.reshape(b, c, -1)
+    logits = mlp(flat_x.sum(2) / (h * w)) + mlp(flat_x.sort(2).values[..., -1])
+    xc = x / (1 + torch.exp(-logits))[:, :, None, None]
+    maps = torch.stack([xc.sum(1) / c, xc.sort(1).values[:, -1]], 1)           # (B, 2, H, W)
+    padded = F.pad(maps, (3, 3, 3, 3))
+    logit = b_sa.view(1, 1, 1).expand(b, h, w).clone()
+    for p in range(7):
+        for q in range(7):
+            logit = logit + (w_sa[0, :, p, q][None, :, None, None] * padded[..., p:p + h, q:q + w]).sum(1)
+    return xc / (1 + torch.exp(-logit))[:, None] + skip
+
+
 INDEPENDENT = {"asyca": asyca_independent, "dwc_sum": dwc_sum_independent, "mshf": mshf_independent,
-               "dilated_encdec": dilated_encdec_independent, "dac_gate": dac_gate_independent}
+               "dilated_encdec": dilated_encdec_independent, "dac_gate": dac_gate_independent,
+               "criss_cross_attention": criss_cross_attention_independent,
+               "channel_spatial_attention": channel_spatial_attention_independent}
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -119,8 +152,9 @@ def test_fused_op_with_reference_kernel_matches_reference(op):
 def test_gradcheck_reference(op):
     args = requiring_grad(ARGS[op](**GRAD_SHAPES[op]))
     fn = getattr(torch.ops.din_fast, op)
-    # dilated_encdec has 6,871 weights: fast mode checks random projections of the full Jacobian.
-    fast = op == "dilated_encdec"
+    # dilated_encdec has 6,871 weights, channel_spatial_attention a 98-tap conv and two full-size inputs:
+    # fast mode checks random projections of the full Jacobian.
+    fast = op in ("dilated_encdec", "channel_spatial_attention")
     with din_fast.use_backend("reference"):
         assert torch.autograd.gradcheck(lambda *t: fn(*rebuild(args, t)), flat(args), fast_mode=fast)
     assert torch.autograd.gradcheck(lambda *t: getattr(ops, op)(*rebuild(args, t)), flat(args), fast_mode=fast)

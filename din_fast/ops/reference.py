@@ -115,3 +115,60 @@ def dac_gate(x: torch.Tensor, r: torch.Tensor, v: torch.Tensor, w_mean1: torch.T
     scale = F.conv2d(F.relu(F.conv2d(sd_x, w_std1)), w_std2)
     attention = torch.sigmoid((o - mu_o) / sd_o * scale + shift)
     return r * attention + x
+
+
+def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Criss-cross attention (CCNet): every position attends to its row and its column.
+
+    For position p = (i, j), the set S(p) is row i and column j, the position itself counted once
+    (H + W − 1 positions). ``e(p, s) = q[:, p] · k[:, s]``, ``a(p, ·) = softmax_{s ∈ S(p)} e(p, s)``,
+    ``out[:, p] = Σ_{s ∈ S(p)} a(p, s) v[:, s]``. Written as CCNet does: a column energy (B, H, W, H) with
+    the position itself masked to −inf and a row energy (B, H, W, W), concatenated, one softmax over the
+    H + W entries, then two batched products with v. No scale factor and no residual (the caller adds
+    ``γ · out + x``).
+
+    Shapes: q, k (B, Cq, H, W); v (B, C, H, W). Returns (B, C, H, W).
+    """
+    b, cq, h, w = q.shape
+    c = v.shape[1]
+    q_col = q.permute(0, 3, 2, 1).reshape(b * w, h, cq)                 # per column: (H, Cq)
+    k_col = k.permute(0, 3, 1, 2).reshape(b * w, cq, h)
+    v_col = v.permute(0, 3, 1, 2).reshape(b * w, c, h)
+    q_row = q.permute(0, 2, 3, 1).reshape(b * h, w, cq)                 # per row: (W, Cq)
+    k_row = k.permute(0, 2, 1, 3).reshape(b * h, cq, w)
+    v_row = v.permute(0, 2, 1, 3).reshape(b * h, c, w)
+    self_mask = torch.eye(h, dtype=torch.bool, device=q.device)        # the row term already holds p
+    e_col = torch.bmm(q_col, k_col).masked_fill(self_mask, float("-inf"))
+    e_col = e_col.view(b, w, h, h).permute(0, 2, 1, 3)                  # (B, H, W, H)
+    e_row = torch.bmm(q_row, k_row).view(b, h, w, w)                    # (B, H, W, W)
+    att = torch.softmax(torch.cat([e_col, e_row], dim=3), dim=3)
+    a_col = att[..., :h].permute(0, 2, 1, 3).reshape(b * w, h, h)
+    a_row = att[..., h:].reshape(b * h, w, w)
+    out_col = torch.bmm(v_col, a_col.transpose(1, 2)).view(b, w, c, h).permute(0, 2, 3, 1)
+    out_row = torch.bmm(v_row, a_row.transpose(1, 2)).view(b, h, c, w).permute(0, 2, 1, 3)
+    return out_col + out_row
+
+
+#: Padding of the 7x7 spatial-attention conv (CBAM, DRFN).
+SAM_PADDING = 3
+
+
+def channel_spatial_attention(x: torch.Tensor, skip: torch.Tensor, w_ca1: torch.Tensor, b_ca1: torch.Tensor,
+                              w_ca2: torch.Tensor, b_ca2: torch.Tensor, w_sa: torch.Tensor,
+                              b_sa: torch.Tensor) -> torch.Tensor:
+    """DRFN's channel attention (CAM), then spatial attention (SAM), then the group residual (paper eq. 5).
+
+    CBAM's modules, in CBAM's order: ``M_c = sigmoid(mlp(avg_HW x) + mlp(max_HW x))`` with the shared
+    ``mlp(t) = W2 relu(W1 t + b1) + b2`` (1x1 convs C→R→C), ``x' = M_c ⊙ x``;
+    ``M_s = sigmoid(conv7x7([mean_C x'; max_C x']) + b_s)`` (2→1, padding 3), and
+    ``y = M_s ⊙ x' + skip``.
+
+    Shapes: x, skip (B, C, H, W); w_ca1 (R, C, 1, 1), b_ca1 (R,); w_ca2 (C, R, 1, 1), b_ca2 (C,);
+    w_sa (1, 2, 7, 7), b_sa (1,). Returns (B, C, H, W).
+    """
+    def mlp(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.relu(F.conv2d(t, w_ca1, b_ca1)), w_ca2, b_ca2)
+
+    xc = x * torch.sigmoid(mlp(F.adaptive_avg_pool2d(x, 1)) + mlp(F.adaptive_max_pool2d(x, 1)))
+    pooled = torch.cat([xc.mean(dim=1, keepdim=True), xc.amax(dim=1, keepdim=True)], dim=1)
+    return xc * torch.sigmoid(F.conv2d(pooled, w_sa, b_sa, padding=SAM_PADDING)) + skip
