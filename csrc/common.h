@@ -8,6 +8,18 @@
 
 #include <string>
 
+// Kernels marked DIN_FAST_MULTIVERSION are compiled once per x86-64 ISA level (AVX-512, AVX2+FMA,
+// baseline) and the best one for the running CPU is picked at load time (GCC/Clang function
+// multiversioning), so `#pragma omp simd` loops get wide vectors without tying the .so to one CPU.
+// Put the loops in always-inline templates called from the marked non-template functions.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define DIN_FAST_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define DIN_FAST_INLINE inline __attribute__((always_inline))
+#else
+#define DIN_FAST_MULTIVERSION
+#define DIN_FAST_INLINE inline
+#endif
+
 namespace din_fast {
 
 inline void check_feature(const at::Tensor& t, const char* name, int64_t channels = -1) {

@@ -1,0 +1,317 @@
+// C++ CPU kernels of `mshf` (DeFiAN's multi-scale Hessian filter; din_fast/ops/mshf.py has the maths).
+//
+// Forward: tasks are (batch, block of kBlockRows output rows). For each channel the block's rows plus a
+// halo of kHalo rows are copied once into a zero-padded tile, and the three scales' nine stencils and λ
+// are evaluated from it; λ accumulates over channels in the task's own buffer, so x is read once (plus
+// the halo rows) and nothing is shared between tasks.
+//
+// Backward: tasks are channels (dweight, dbias and dx of a channel belong to one task, so there is no
+// reduction across tasks). Per (batch, channel): recompute g and the derivatives e_kj = ∂λ_k/∂g_kj · grad_k/C
+// into zero-padded planes; then dbias = Σ e, dweight = correlation of e with the padded x at the nine
+// taps, and dx = the transposed (flipped) stencils applied to e.
+//
+// Where the square root's argument is 0 the derivative is computed as PyTorch's autograd computes it
+// for the reference formula, (grad/2)/s · (gxx − gyy) with s = 0, which is NaN (0 · inf or 0/0).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common.h"
+
+namespace din_fast {
+namespace {
+
+constexpr int64_t kScales = 3;     // dilations 1, 2, 3 (scale s has dilation s + 1)
+constexpr int64_t kHalo = 3;       // the largest dilation: padding every tile carries
+constexpr int64_t kBlockRows = 16; // output rows per forward task
+
+template <typename T>
+struct Problem {
+  const T* x;       // (B, C, H, W) contiguous
+  const T* weight;  // (3 scales, 3 kinds, C, 3, 3)
+  const T* bias;    // (3, 3, C)
+  int64_t B, C, H, W;
+
+  int64_t stride() const { return W + 2 * kHalo; }  // row stride of a padded tile
+  // The 27 weights (kinds xx, yy, xy × 9 taps) and 3 biases of scale s, channel c.
+  void params(int64_t s, int64_t c, T* k, T* b) const {
+    for (int64_t j = 0; j < 3; ++j) {
+      std::copy_n(weight + ((s * 3 + j) * C + c) * 9, 9, k + j * 9);
+      b[j] = bias[(s * 3 + j) * C + c];
+    }
+  }
+};
+
+// Rows [r0, r1) of the (H, W) plane into dst (row stride W + 2·kHalo), zero outside the image.
+template <typename T>
+DIN_FAST_INLINE void pad_rows(const T* plane, int64_t H, int64_t W, int64_t r0, int64_t r1, T* dst) {
+  const int64_t stride = W + 2 * kHalo;
+  for (int64_t r = r0; r < r1; ++r) {
+    T* row = dst + (r - r0) * stride;
+    if (r < 0 || r >= H) {
+      std::fill(row, row + stride, T(0));
+      continue;
+    }
+    std::fill(row, row + kHalo, T(0));
+    std::copy(plane + r * W, plane + (r + 1) * W, row + kHalo);
+    std::fill(row + kHalo + W, row + stride, T(0));
+  }
+}
+
+// acc + Σ_{p,q} k[3p+q] · rows[p][w + (q−1)·d], rows pointing at image column 0 of padded rows.
+template <typename T>
+DIN_FAST_INLINE T stencil(const T* r0, const T* r1, const T* r2, int64_t w, int64_t d, const T* k, T acc) {
+  acc += k[0] * r0[w - d] + k[1] * r0[w] + k[2] * r0[w + d];
+  acc += k[3] * r1[w - d] + k[4] * r1[w] + k[5] * r1[w + d];
+  acc += k[6] * r2[w - d] + k[7] * r2[w] + k[8] * r2[w + d];
+  return acc;
+}
+
+// One forward task: λ summed over channels for output rows [h0, h1) of batch b, then divided by C.
+template <typename T>
+DIN_FAST_INLINE void forward_task_impl(const Problem<T>& p, int64_t b, int64_t h0, int64_t h1, T* tile, T* acc,
+                                       T* out) {
+  const int64_t W = p.W, stride = p.stride(), rows = h1 - h0, plane = p.H * W;
+  std::fill(acc, acc + kScales * rows * W, T(0));
+  T k[27], bias[3];
+  for (int64_t c = 0; c < p.C; ++c) {
+    pad_rows(p.x + (b * p.C + c) * plane, p.H, W, h0 - kHalo, h1 + kHalo, tile);
+    for (int64_t s = 0; s < kScales; ++s) {
+      const int64_t d = s + 1;
+      p.params(s, c, k, bias);
+      for (int64_t i = 0; i < rows; ++i) {
+        const T* r1 = tile + (i + kHalo) * stride + kHalo;
+        const T* r0 = r1 - d * stride;
+        const T* r2 = r1 + d * stride;
+        T* a = acc + (s * rows + i) * W;
+#pragma omp simd
+        for (int64_t w = 0; w < W; ++w) {
+          const T gxx = stencil(r0, r1, r2, w, d, k, bias[0]);
+          const T gyy = stencil(r0, r1, r2, w, d, k + 9, bias[1]);
+          const T gxy = stencil(r0, r1, r2, w, d, k + 18, bias[2]);
+          const T diff = gxx - gyy;
+          a[w] += ((gxx + gyy) + std::sqrt(diff * diff + T(4) * (gxy * gxy))) * T(0.5);
+        }
+      }
+    }
+  }
+  for (int64_t s = 0; s < kScales; ++s) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* a = acc + (s * rows + i) * W;
+      T* o = out + ((b * kScales + s) * p.H + h0 + i) * W;
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) o[w] = a[w] / T(p.C);
+    }
+  }
+}
+
+DIN_FAST_MULTIVERSION void forward_task(const Problem<float>& p, int64_t b, int64_t h0, int64_t h1, float* tile,
+                                        float* acc, float* out) {
+  forward_task_impl(p, b, h0, h1, tile, acc, out);
+}
+DIN_FAST_MULTIVERSION void forward_task(const Problem<double>& p, int64_t b, int64_t h0, int64_t h1, double* tile,
+                                        double* acc, double* out) {
+  forward_task_impl(p, b, h0, h1, tile, acc, out);
+}
+
+// Per scale, the column sums of the 3 dbias and 27 dweight terms (rows of width W): summing over
+// rows first keeps the inner loops free of horizontal vector reductions (W is often under 8 vectors).
+constexpr int64_t kColumnSums = 30;
+
+// Scratch of one backward task: the padded x plane, the nine padded e planes (borders stay 0) and
+// the column sums.
+template <typename T>
+struct BackwardScratch {
+  std::vector<T> xp, e, cols;
+  int64_t plane;  // elements of one padded plane
+  BackwardScratch(int64_t H, int64_t W)
+      : plane((H + 2 * kHalo) * (W + 2 * kHalo)) {
+    xp.assign(plane, T(0));
+    e.assign(9 * plane, T(0));
+    cols.assign(kColumnSums * W, T(0));
+  }
+};
+
+// One backward task: dweight[:, :, c], dbias[:, :, c] and dx[:, c] for channel c.
+template <typename T>
+DIN_FAST_INLINE void backward_channel_impl(const Problem<T>& p, const T* grad, int64_t c, T* xp, T* e, T* cols,
+                                           int64_t padded_plane, T* dx, T* dweight, T* dbias) {
+  const int64_t H = p.H, W = p.W, stride = p.stride(), plane = H * W;
+  // Accumulate the parameter gradients in double: they sum B·H·W terms.
+  double dw[kScales * 27] = {0}, db[kScales * 3] = {0};
+  T k[kScales][27], kflip[kScales][27], bias[kScales][3];
+  for (int64_t s = 0; s < kScales; ++s) {
+    p.params(s, c, k[s], bias[s]);
+    for (int64_t j = 0; j < 3; ++j) {
+      for (int64_t t = 0; t < 9; ++t) kflip[s][j * 9 + t] = k[s][j * 9 + 8 - t];
+    }
+  }
+  const T inv_c = T(1) / T(p.C);
+  // Padded plane (s, j) of e, pointer at image (0, 0).
+  auto e_at = [&](int64_t s, int64_t j) { return e + (s * 3 + j) * padded_plane + kHalo * stride + kHalo; };
+  const T* x0 = xp + kHalo * stride + kHalo;
+  for (int64_t b = 0; b < p.B; ++b) {
+    pad_rows(p.x + (b * p.C + c) * plane, H, W, -kHalo, H + kHalo, xp);
+    for (int64_t s = 0; s < kScales; ++s) {
+      const int64_t d = s + 1;
+      T* exx = e_at(s, 0);
+      T* eyy = e_at(s, 1);
+      T* exy = e_at(s, 2);
+      std::fill(cols, cols + kColumnSums * W, T(0));
+      for (int64_t h = 0; h < H; ++h) {
+        const T* r1 = x0 + h * stride;
+        const T* r0 = r1 - d * stride;
+        const T* r2 = r1 + d * stride;
+        const T* g = grad + ((b * kScales + s) * H + h) * W;
+        T* ex = exx + h * stride;
+        T* ey = eyy + h * stride;
+        T* exyr = exy + h * stride;
+#pragma omp simd
+        for (int64_t w = 0; w < W; ++w) {
+          const T gxx = stencil(r0, r1, r2, w, d, k[s], bias[s][0]);
+          const T gyy = stencil(r0, r1, r2, w, d, k[s] + 9, bias[s][1]);
+          const T gxy = stencil(r0, r1, r2, w, d, k[s] + 18, bias[s][2]);
+          const T diff = gxx - gyy;
+          const T root = std::sqrt(diff * diff + T(4) * (gxy * gxy));
+          const T half = g[w] * inv_c * T(0.5);  // ∂/∂(gxx + gyy) and ∂/∂root
+          const T q = half / root;               // root = 0: inf or NaN, as autograd's sqrt backward
+          const T vx = half + q * diff, vy = half - q * diff, vxy = T(4) * q * gxy;
+          ex[w] = vx;
+          ey[w] = vy;
+          exyr[w] = vxy;
+          cols[w] += vx;
+          cols[W + w] += vy;
+          cols[2 * W + w] += vxy;
+        }
+      }
+      // dweight[s, j, c, p, q] = Σ_{h,w} e_sj(h, w) · x(h + (p−1)d, w + (q−1)d), zero padding.
+      for (int64_t t = 0; t < 9; ++t) {
+        const int64_t offset = (t / 3 - 1) * d * stride + (t % 3 - 1) * d;
+        for (int64_t h = 0; h < H; ++h) {
+          const T* xr = x0 + h * stride + offset;
+          const T* ex = exx + h * stride;
+          const T* ey = eyy + h * stride;
+          const T* exyr = exy + h * stride;
+          T* cx = cols + (3 + t) * W;
+          T* cy = cols + (12 + t) * W;
+          T* cxy = cols + (21 + t) * W;
+#pragma omp simd
+          for (int64_t w = 0; w < W; ++w) {
+            cx[w] += ex[w] * xr[w];
+            cy[w] += ey[w] * xr[w];
+            cxy[w] += exyr[w] * xr[w];
+          }
+        }
+      }
+      for (int64_t i = 0; i < kColumnSums; ++i) {
+        double sum = 0;
+        for (int64_t w = 0; w < W; ++w) sum += cols[i * W + w];
+        (i < 3 ? db[s * 3 + i] : dw[s * 27 + i - 3]) += sum;
+      }
+    }
+    // dx(h, w) = Σ_{s,j,p,q} k_sj[p][q] · e_sj(h − (p−1)d, w − (q−1)d): the flipped stencils on e.
+    T* dxp = dx + (b * p.C + c) * plane;
+    std::fill(dxp, dxp + plane, T(0));
+    for (int64_t s = 0; s < kScales; ++s) {
+      const int64_t d = s + 1;
+      for (int64_t j = 0; j < 3; ++j) {
+        for (int64_t h = 0; h < H; ++h) {
+          const T* r1 = e_at(s, j) + h * stride;
+          const T* r0 = r1 - d * stride;
+          const T* r2 = r1 + d * stride;
+          const T* kf = kflip[s] + j * 9;
+          T* o = dxp + h * W;
+#pragma omp simd
+          for (int64_t w = 0; w < W; ++w) o[w] = stencil(r0, r1, r2, w, d, kf, o[w]);
+        }
+      }
+    }
+  }
+  for (int64_t s = 0; s < kScales; ++s) {
+    for (int64_t j = 0; j < 3; ++j) {
+      dbias[(s * 3 + j) * p.C + c] = static_cast<T>(db[s * 3 + j]);
+      for (int64_t t = 0; t < 9; ++t) dweight[((s * 3 + j) * p.C + c) * 9 + t] = static_cast<T>(dw[s * 27 + j * 9 + t]);
+    }
+  }
+}
+
+DIN_FAST_MULTIVERSION void backward_channel(const Problem<float>& p, const float* grad, int64_t c, float* xp,
+                                            float* e, float* cols, int64_t padded_plane, float* dx, float* dweight,
+                                            float* dbias) {
+  backward_channel_impl(p, grad, c, xp, e, cols, padded_plane, dx, dweight, dbias);
+}
+DIN_FAST_MULTIVERSION void backward_channel(const Problem<double>& p, const double* grad, int64_t c, double* xp,
+                                            double* e, double* cols, int64_t padded_plane, double* dx, double* dweight,
+                                            double* dbias) {
+  backward_channel_impl(p, grad, c, xp, e, cols, padded_plane, dx, dweight, dbias);
+}
+
+void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  check_feature(x, "x");
+  TORCH_CHECK_VALUE(x.device().is_cpu(), "x must be a CPU tensor for the cpp implementation, got ", x.device());
+  TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                    "x must be float32 or float64 for the cpp implementation, got ", x.scalar_type());
+  const int64_t c = x.size(1);
+  check_same(weight, "weight", x, "x", {3, 3, c, 3, 3});
+  check_same(bias, "bias", x, "x", {3, 3, c});
+}
+
+template <typename T>
+Problem<T> problem(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return {x.data_ptr<T>(), weight.data_ptr<T>(), bias.data_ptr<T>(), x.size(0), x.size(1), x.size(2), x.size(3)};
+}
+
+at::Tensor mshf_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in) {
+  check_args(x_in, weight_in, bias_in);
+  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), bias = bias_in.contiguous();
+  at::Tensor out = at::empty({x.size(0), kScales, x.size(2), x.size(3)}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mshf_cpu", [&] {
+    const Problem<scalar_t> p = problem<scalar_t>(x, weight, bias);
+    const int64_t blocks = (p.H + kBlockRows - 1) / kBlockRows;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, p.B * blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> tile((kBlockRows + 2 * kHalo) * p.stride());
+      std::vector<scalar_t> acc(kScales * kBlockRows * p.W);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / blocks, h0 = (task % blocks) * kBlockRows;
+        forward_task(p, b, h0, std::min(p.H, h0 + kBlockRows), tile.data(), acc.data(), o);
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mshf_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                                 const at::Tensor& weight_in,
+                                                                 const at::Tensor& bias_in) {
+  check_args(x_in, weight_in, bias_in);
+  check_same(grad_in, "grad", x_in, "x", {x_in.size(0), kScales, x_in.size(2), x_in.size(3)});
+  const at::Tensor grad = grad_in.contiguous(), x = x_in.contiguous(), weight = weight_in.contiguous(),
+                   bias = bias_in.contiguous();
+  at::Tensor dx = at::empty_like(x), dweight = at::empty_like(weight), dbias = at::empty_like(bias);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mshf_backward_cpu", [&] {
+    const Problem<scalar_t> p = problem<scalar_t>(x, weight, bias);
+    at::parallel_for(0, p.C, 1, [&](int64_t begin, int64_t end) {
+      BackwardScratch<scalar_t> scratch(p.H, p.W);
+      for (int64_t c = begin; c < end; ++c) {
+        backward_channel(p, grad.data_ptr<scalar_t>(), c, scratch.xp.data(), scratch.e.data(), scratch.cols.data(),
+                         scratch.plane,
+                         dx.data_ptr<scalar_t>(), dweight.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>());
+      }
+    });
+  });
+  return {dx, dweight, dbias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(din_fast, CPU, m) {
+  m.impl("_mshf_cpp", &mshf_cpu);
+  m.impl("_mshf_backward_cpp", &mshf_backward_cpu);
+}
+
+}  // namespace din_fast

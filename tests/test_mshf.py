@@ -1,0 +1,101 @@
+"""``mshf`` implementations (cpp; triton under the interpreter) against the float64 reference."""
+
+import pytest
+import torch
+
+import din_fast
+from din_fast import ops
+from din_fast.models.defian import MSHF
+from impl_checks import IMPLS, assert_close_to, check_backward, check_forward, relayouts, run, skip_unless_runs
+from op_inputs import GRAD_SHAPES, mshf_args, requiring_grad
+
+# Odd sizes, B > 1, C = 16 and 33; 5×7 is smaller than the largest halo (3), 19×11 spans two row blocks.
+SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=2, c=33, h=19, w=11), dict(b=1, c=16, h=1, w=9)]
+# The interpreter runs each program in Python: tiny shapes only.
+TRITON_SHAPES = [dict(b=2, c=3, h=5, w=7)]
+
+
+def _shapes(impl):
+    return TRITON_SHAPES if impl == "triton" else SHAPES
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_and_backward_match_reference(impl, dtype):
+    skip_unless_runs("mshf", impl, dtype)
+    g = torch.Generator().manual_seed(1)
+    for shape in _shapes(impl):
+        args = mshf_args(generator=g, **shape)
+        check_forward("mshf", impl, args, dtype)
+        check_backward("mshf", impl, args, dtype, g)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous"])
+def test_layouts(impl, layout):
+    skip_unless_runs("mshf", impl, torch.float64)
+    x, w, b = mshf_args(b=2, c=5, h=6, w=7)
+    expected = ops.reference.mshf(x, w, b)
+    got = run("mshf", impl, [relayouts(x)[layout], w, b])
+    assert_close_to(got, expected, torch.float64, 64)
+    assert got.is_contiguous(memory_format=torch.channels_last if layout == "channels_last"
+                             else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradcheck(impl):
+    skip_unless_runs("mshf", impl, torch.float64)
+    x, w, b = requiring_grad(mshf_args(**GRAD_SHAPES["mshf"]))
+    with din_fast.use_backend(impl):
+        assert torch.autograd.gradcheck(ops.mshf, (x, w, b))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_opcheck(impl):
+    skip_unless_runs("mshf", impl, torch.float64)
+    with din_fast.use_backend(impl):
+        torch.library.opcheck(torch.ops.din_fast.mshf.default, requiring_grad(mshf_args(**GRAD_SHAPES["mshf"])))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("zero_bias", [True, False])
+def test_constant_input_follows_autograd_of_reference(impl, dtype, zero_bias):
+    """Analytic kernels on a constant image: with zero biases the sqrt argument is exactly 0 inside the
+    image, where autograd of the reference gives NaN gradients; the fused op must give NaN at exactly
+    the same entries (and the same finite values elsewhere). With random biases all is finite."""
+    skip_unless_runs("mshf", impl, dtype)
+    m = MSHF(4).to(dtype)
+    if zero_bias:
+        with torch.no_grad():
+            m.bias.zero_()
+    results = []
+    for backend in ("reference", impl):
+        x = torch.full((2, 4, 9, 8), 0.5, dtype=dtype, requires_grad=True)
+        w, b = (t.detach().clone().requires_grad_(True) for t in (m.weight, m.bias))
+        with din_fast.use_backend(backend):
+            y = ops.mshf(x, w, b)
+            grads = torch.autograd.grad(y, (x, w, b), torch.linspace(-1, 1, y.numel(), dtype=dtype).view_as(y))
+        results.append((y, *grads))
+    for got, expected in zip(results[1], results[0]):
+        assert torch.equal(torch.isnan(got), torch.isnan(expected))
+        assert_close_to(got, expected.double(), dtype, 512)
+    assert torch.isnan(results[0][1]).any() == zero_bias
+
+
+@pytest.mark.parametrize("impl", ["cpp"])
+def test_private_kernels_check_their_arguments(impl):
+    skip_unless_runs("mshf", impl, torch.float64)
+    x, w, b = mshf_args()
+    fwd = getattr(torch.ops.din_fast, f"_mshf_{impl}")
+    bwd = getattr(torch.ops.din_fast, f"_mshf_backward_{impl}")
+    with pytest.raises(ValueError, match="float32 or float64"):
+        fwd(x.half(), w.half(), b.half())
+    with pytest.raises(ValueError, match="weight must have shape"):
+        fwd(x, w[:, :, :3], b)
+    with pytest.raises(ValueError, match="bias has dtype"):
+        fwd(x, w, b.float())
+    with pytest.raises(ValueError, match="x must not be empty"):
+        fwd(x[:, :, :0], w, b)
+    with pytest.raises(ValueError, match="grad must have shape"):
+        bwd(torch.zeros(2, 2, 5, 7, dtype=torch.float64), x, w, b)
