@@ -19,6 +19,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from din_fast.train import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="din-fast", description="Fast DIN / DeFiAN super-resolution.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -30,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time whole models per implementation and print a table")
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
+    from din_fast.train import add_arguments as add_train_arguments
+
+    train = sub.add_parser("train", help="train a model on an image folder (one process, or many with torchrun)")
+    add_train_arguments(train)
+    train.set_defaults(func=_train)
     return parser
 
 

@@ -272,24 +272,26 @@ class SRDataset(torch.utils.data.Dataset):
 
 
 class StepSampler(torch.utils.data.Sampler[int]):
-    """Infinite stream of global sample numbers for one rank, starting at training step ``start_step``.
+    """Infinite stream of global sample numbers for one rank, starting at sample ``start_sample``.
 
-    Step ``t`` uses samples ``t·B .. t·B + B − 1`` of the global batch ``B = batch · world_size``; rank ``r``
-    takes the ``r``-th contiguous chunk of ``batch``. The union over ranks of one step's samples is
-    exactly the single-process batch of size ``B`` (DistributedSampler's sharding, without epochs).
+    Each step consumes a global batch of ``B = batch · world_size`` consecutive sample numbers; rank ``r``
+    takes the ``r``-th contiguous chunk of ``batch``. The union over ranks of one step's samples is exactly
+    the single-process batch of size ``B`` (DistributedSampler's sharding, without epochs), and a run
+    resumed at step ``t`` continues at ``start_sample = t · B``.
     """
 
-    def __init__(self, batch: int, start_step: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, batch: int, start_sample: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
-        self.batch, self.start_step, self.rank, self.world_size = batch, start_step, rank, world_size
+        if batch < 1 or start_sample < 0:
+            raise ValueError(f"need batch >= 1 and start_sample >= 0, got {batch} and {start_sample}")
+        self.batch, self.start_sample, self.rank, self.world_size = batch, start_sample, rank, world_size
 
     def __iter__(self) -> Iterator[int]:
-        step = self.start_step
+        first = self.start_sample + self.rank * self.batch
         while True:
-            first = (step * self.world_size + self.rank) * self.batch
             yield from range(first, first + self.batch)
-            step += 1
+            first += self.batch * self.world_size
 
 
 def load_validation_pairs(hr_dir: str | os.PathLike, scale: int, lr_dir: str | os.PathLike | None = None,

@@ -122,14 +122,14 @@ def test_samples_are_a_function_of_seed_and_number(tmp_path):
     assert not torch.equal(a[0][0], c[0][0])
     # Every epoch visits every image once.
     assert sorted(a.image_index(n) for n in range(3, 6)) == [0, 1, 2]
-    loader = torch.utils.data.DataLoader(a, batch_size=2, sampler=StepSampler(2, start_step=1), num_workers=2)
+    loader = torch.utils.data.DataLoader(a, batch_size=2, sampler=StepSampler(2, start_sample=2), num_workers=2)
     lr, hr = next(iter(loader))
     assert torch.equal(lr, torch.stack([a[2][0], a[3][0]]))
 
 
 def test_step_sampler_shards_the_global_batch():
-    single = list(itertools.islice(iter(StepSampler(6, start_step=2)), 12))
-    ranks = [list(itertools.islice(iter(StepSampler(3, start_step=2, rank=r, world_size=2)), 6)) for r in range(2)]
+    single = list(itertools.islice(iter(StepSampler(6, start_sample=12)), 12))
+    ranks = [list(itertools.islice(iter(StepSampler(3, start_sample=12, rank=r, world_size=2)), 6)) for r in range(2)]
     for step in range(2):  # each step: rank 0's chunk then rank 1's chunk is the single-process batch
         assert ranks[0][3 * step: 3 * step + 3] + ranks[1][3 * step: 3 * step + 3] == single[6 * step: 6 * step + 6]
     assert single[0] == 12
