@@ -1,6 +1,7 @@
 """The implementations of ``dilated_encdec`` (DeFiAN's DiEnDec + gate) against the float64 reference:
 forward and every gradient, odd sizes, batches, layouts, bands that straddle the image border, images
-smaller than the 14-pixel halo, gradcheck, opcheck and bad input."""
+smaller than the 14-pixel halo, gradcheck, opcheck and bad input. Triton runs on the GPU when there is
+one, else in the interpreter on tiny shapes (each layer unrolls up to 216 taps, slow to interpret)."""
 
 import pytest
 import torch
@@ -13,15 +14,25 @@ from op_inputs import dilated_encdec_args, flat, rebuild, requiring_grad
 OP = "dilated_encdec"
 
 
-def _available(impl):
-    return backends.unavailable_reason(OP, impl, "cpu", torch.float64) is None
+GPU = torch.cuda.is_available()
+TRITON_DEVICE = "cuda" if GPU else "cpu"
+
+
+def _available(impl, device="cpu"):
+    return backends.unavailable_reason(OP, impl, device, torch.float32) is None
 
 
 IMPLS = [pytest.param("cpp", marks=pytest.mark.skipif(not _available("cpp"), reason="C++ kernels not built"))]
+def NEEDS_TRITON(test):
+    """Marks a Triton test, skipped where Triton cannot run."""
+    skip = pytest.mark.skipif(not _available("triton", TRITON_DEVICE), reason="Triton cannot run here")
+    return pytest.mark.triton(skip(test))
 
 # Each output is a chain of seven sums of up to 216 products: a few hundred roundings of the
-# accumulation dtype, relative to the size of the activations (O(1) with these inputs).
-TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
+# accumulation dtype (float32 for half inputs), relative to the size of the activations (O(1) with
+# these inputs). Half-precision results are compared with the reference on the same rounded inputs,
+# so what remains is the rounding of the half-precision outputs: two units in the last place.
+TOL = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 2 * 2**-10, torch.bfloat16: 2 * 2**-7}
 
 # (B, H, W): smaller than the halo in both directions, odd sizes, a batch, wider than a vector block.
 SHAPES = [(1, 5, 7), (2, 13, 37), (3, 17, 6), (1, 30, 53)]
@@ -36,24 +47,27 @@ def _reference_grads(args, grad):
     return torch.autograd.grad(reference.dilated_encdec(*ra), flat(ra), grad)
 
 
-def _check_against_reference(impl, args, dtype, seed=0):
-    """Forward and all 15 gradients of ``impl`` in ``dtype`` against the float64 reference."""
+def _check_against_reference(impl, args, dtype, seed=0, device="cpu"):
+    """Forward and all 15 gradients of ``impl`` in ``dtype`` on ``device`` against the float64 reference
+    (on the inputs rounded to ``dtype``)."""
+    cast = rebuild(args, [t.to(device, dtype) for t in flat(args)])
+    args = _cast(rebuild(args, [t.to(dtype) for t in flat(args)]), torch.float64)
     expected = reference.dilated_encdec(*args)
     grad = torch.randn(expected.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    grad = grad.to(dtype).double()
     expected_grads = _reference_grads(args, grad)
-    cast = _cast(args, dtype)
     fwd = din_fast.ops._library.OPS[OP].implementation(impl, backward=False)
     bwd = din_fast.ops._library.OPS[OP].implementation(impl, backward=True)
     got = fwd(*cast)
-    assert got.dtype == dtype and got.shape == expected.shape
-    torch.testing.assert_close(got.double(), expected, rtol=TOL[dtype], atol=TOL[dtype])
-    dh, dws, dbs = bwd(grad.to(dtype), *cast)
+    assert got.dtype == dtype and got.shape == expected.shape and got.device.type == device
+    torch.testing.assert_close(got.cpu().double(), expected, rtol=TOL[dtype], atol=TOL[dtype])
+    dh, dws, dbs = bwd(grad.to(device, dtype), *cast)
     for name, g, e in zip(["dh"] + [f"dweights[{i}]" for i in range(7)] + [f"dbiases[{i}]" for i in range(7)],
                           [dh, *dws, *dbs], expected_grads):
         assert g.dtype == dtype and g.shape == e.shape, name
         # Weight gradients sum over every pixel: scale the tolerance by the gradient's magnitude.
         scale = max(1.0, e.abs().max().item())
-        torch.testing.assert_close(g.double(), e, rtol=TOL[dtype], atol=TOL[dtype] * scale, msg=name)
+        torch.testing.assert_close(g.cpu().double(), e, rtol=TOL[dtype], atol=TOL[dtype] * scale, msg=name)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -97,7 +111,8 @@ def test_layouts(impl):
     h, weights, biases = dilated_encdec_args(b=2, h=11, w=9, generator=g)
     expected = reference.dilated_encdec(h, weights, biases)
     strided_weights = [w.transpose(0, 1).contiguous().transpose(0, 1) for w in weights]
-    for moved in (h.contiguous(memory_format=torch.channels_last), h.transpose(2, 3).contiguous().transpose(2, 3),
+    for moved in (h.contiguous(memory_format=torch.channels_last),
+                  h.transpose(2, 3).contiguous().transpose(2, 3),
                   torch.stack([h, -h], 2)[:, :, 0]):
         with din_fast.use_backend(impl):
             got = din_fast.ops.dilated_encdec(moved, strided_weights, biases)
@@ -131,7 +146,8 @@ BAD = [
     (lambda a: [a[0][0], a[1], a[2]], r"h must have shape \(B, C, H, W\)"),
     (lambda a: [a[0], a[1][:6], a[2]], "weights must be a list of 7"),
     (lambda a: [a[0], a[1], a[2] + a[2][:1]], "biases must be a list of 7"),
-    (lambda a: [a[0], a[1][:3] + [a[1][3].transpose(0, 1)] + a[1][4:], a[2]], r"weights\[3\] must have shape"),
+    (lambda a: [a[0], a[1][:3] + [a[1][3].transpose(0, 1)] + a[1][4:], a[2]],
+     r"weights\[3\] must have shape"),
     (lambda a: [a[0], a[1], a[2][:6] + [a[2][6][:0]]], r"biases\[6\] must have shape"),
     (lambda a: [a[0], a[1][:1] + [a[1][1].float()] + a[1][2:], a[2]], r"weights\[1\] has dtype"),
     (lambda a: [a[0].half(), [w.half() for w in a[1]], [b.half() for b in a[2]]], "float32 or float64"),
@@ -164,5 +180,32 @@ def test_cpp_backward_rejects_bad_grad():
 def test_device_mismatch_is_reported(impl):
     h, weights, biases = dilated_encdec_args()
     weights = weights[:6] + [weights[6].to("meta")]
-    with din_fast.use_backend(impl), pytest.raises(ValueError, match=r"weights\[6\] is on meta but h is on cpu"):
+    message = r"weights\[6\] is on meta but h is on cpu"
+    with din_fast.use_backend(impl), pytest.raises(ValueError, match=message):
         din_fast.ops.dilated_encdec(h, weights, biases)
+
+
+# -- Triton ------------------------------------------------------------------------------------------
+
+TRITON_CASES = [((1, 5, 7), torch.float64), ((2, 3, 4), torch.float32), ((1, 4, 6), torch.float16)]
+if GPU:  # the interpreter cannot run bfloat16 (Triton stores it as raw bits there)
+    TRITON_CASES += [(shape, dtype) for shape in SHAPES
+                     for dtype in (torch.float32, torch.float16, torch.bfloat16)]
+
+
+@NEEDS_TRITON
+@pytest.mark.parametrize("shape,dtype", TRITON_CASES)
+def test_triton_matches_float64_reference(shape, dtype):
+    b, h, w = shape
+    g = torch.Generator().manual_seed(h * 100 + w)
+    args = dilated_encdec_args(b=b, h=h, w=w, generator=g)
+    _check_against_reference("triton", args, dtype, device=TRITON_DEVICE)
+
+
+@NEEDS_TRITON
+@pytest.mark.skipif(not GPU, reason="gradcheck and opcheck run the op dozens of times: too slow to interpret")
+def test_triton_gradcheck_and_opcheck():
+    h, weights, biases = requiring_grad(dilated_encdec_args(b=2, h=4, w=5, device="cuda"))
+    with din_fast.use_backend("triton"):
+        assert torch.autograd.gradcheck(lambda x: din_fast.ops.dilated_encdec(x, weights, biases), [h])
+        torch.library.opcheck(torch.ops.din_fast.dilated_encdec.default, [h, weights, biases])

@@ -35,16 +35,15 @@
 #include <vector>
 
 #include "common.h"
+#include "dilated_encdec.h"
 
 #define ENCDEC_INLINE inline __attribute__((always_inline))
 
 namespace din_fast {
 namespace {
 
-// Layer k (0..5) maps a_{k-1} (a_{-1} = h) to a_k = relu(conv(a_{k-1}, Weff_k, dilation) + b_k).
-constexpr int kCin[6] = {3, 6, 12, 24, 12, 6};
-constexpr int kCout[6] = {6, 12, 24, 12, 6, 3};
-constexpr int kDilation[6] = {1, 2, 4, 4, 2, 1};
+using namespace encdec;  // the layer table kCin, kCout, kDilation and the argument checks
+
 // Rows (and columns) beyond an output tile that plane p needs: p = 0 is h, p = k + 1 is a_k. Each is the
 // next plane's halo plus the dilation of the layer that reads it; their sum is the receptive radius 14.
 constexpr int kHalo[7] = {14, 13, 11, 7, 3, 1, 0};
@@ -526,25 +525,15 @@ Kernels<T> kernels() {
 // ----------------------------------------------------------------------------------------------------
 // Entry points.
 
-void check_args(const at::Tensor& h, at::TensorList weights, at::TensorList biases) {
-  static const std::vector<std::vector<int64_t>> weight_shapes = {
-      {6, 3, 3, 3}, {12, 6, 3, 3}, {24, 12, 3, 3}, {24, 12, 3, 3}, {12, 6, 3, 3}, {6, 3, 3, 3}, {1, 3, 1, 1}};
-  static const std::vector<std::vector<int64_t>> bias_shapes = {{6}, {12}, {24}, {12}, {6}, {3}, {1}};
-  check_feature(h, "h", 3);
+void check_cpu(const at::Tensor& h, at::TensorList weights, at::TensorList biases) {
+  check_args(h, weights, biases);
   TORCH_CHECK_VALUE(h.device().is_cpu(), "h must be a CPU tensor, got ", h.device());
   TORCH_CHECK_VALUE(h.scalar_type() == at::kFloat || h.scalar_type() == at::kDouble,
                     "h must be float32 or float64, got ", h.scalar_type());
-  TORCH_CHECK_VALUE(weights.size() == 7, "weights must be a list of 7 tensors, got ", weights.size());
-  TORCH_CHECK_VALUE(biases.size() == 7, "biases must be a list of 7 tensors, got ", biases.size());
-  for (size_t i = 0; i < 7; ++i) {
-    const std::string w = "weights[" + std::to_string(i) + "]", b = "biases[" + std::to_string(i) + "]";
-    check_same(weights[i], w.c_str(), h, "h", weight_shapes[i]);
-    check_same(biases[i], b.c_str(), h, "h", bias_shapes[i]);
-  }
 }
 
 at::Tensor dilated_encdec_cpu(const at::Tensor& h_in, at::TensorList weights, at::TensorList biases) {
-  check_args(h_in, weights, biases);
+  check_cpu(h_in, weights, biases);
   const at::Tensor h = h_in.contiguous();
   const int64_t B = h.size(0), H = h.size(2), W = h.size(3);
   at::Tensor out = at::empty({B, 1, H, W}, h.options());
@@ -569,8 +558,8 @@ at::Tensor dilated_encdec_cpu(const at::Tensor& h_in, at::TensorList weights, at
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> dilated_encdec_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& h_in, at::TensorList weights, at::TensorList biases) {
-  check_args(h_in, weights, biases);
-  check_same(grad_in, "grad", h_in, "h", {h_in.size(0), 1, h_in.size(2), h_in.size(3)});
+  check_cpu(h_in, weights, biases);
+  check_grad(grad_in, h_in);
   const at::Tensor h = h_in.contiguous(), grad = grad_in.contiguous();
   const int64_t B = h.size(0), H = h.size(2), W = h.size(3);
   at::Tensor dh = at::empty_like(h);
