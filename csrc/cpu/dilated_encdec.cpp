@@ -13,11 +13,12 @@
 // (13, 11, 7, 3, 1 for a0..a4; rows outside the image stay zero, as the convs' padding). The sixth layer
 // and the gate are one epilogue that writes the output row. h is read once, the output written once.
 //
-// Backward: the activations are recomputed layer by layer into whole-image planes (row-parallel passes,
-// no halo recomputation), then each layer's pass, from the last to the first, reads dz_k (the gradient of
-// its pre-activation) to accumulate the weight and bias gradients in per-thread vector accumulators and to
+// Backward: the activations are recomputed layer by layer into whole-image planes (no halo
+// recomputation), then each layer's pass, from the last to the first, reads dz_k (the gradient of its
+// pre-activation) to accumulate the weight and bias gradients in per-thread vector accumulators and to
 // write dz_{k-1} = conv(dz_k, flipped Weffᵀ) ⊙ [a_{k-1} > 0] (for k = 0: dh). The gate's backward is an
-// epilogue of the recompute of the last layer.
+// epilogue of the recompute of the last layer. Threads take whole images when the batch divides evenly
+// (no barrier between passes), else the rows of each pass.
 //
 // SIMD: the kernels are written with GCC vector extensions, instantiated for AVX-512, AVX2+FMA and the
 // baseline, and chosen at run time from the CPU's features (the library is built for generic x86-64).
@@ -400,10 +401,11 @@ struct BackwardArgs {
   T* gradp;       // grad as a padded plane (B, 1, ...)
   T* acc;         // per-thread accumulators, kAccVectors vectors each
   int64_t plane_rows, Wp, M;
+  int64_t b0;     // the image whose planes come first (the planes may hold a slice of the batch)
 
   // Channel c, row y of image b in a whole-image plane with C channels.
   T* at(T* plane, int64_t C, int64_t b, int64_t c, int64_t y) const {
-    return plane + ((b * C + c) * plane_rows + y + kPadRows) * Wp + M;
+    return plane + (((b - b0) * C + c) * plane_rows + y + kPadRows) * Wp + M;
   }
   int64_t cs() const { return plane_rows * Wp; }
 };
@@ -570,30 +572,54 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> dilated
     const Kernels<T> k = kernels<T>();
     const Geometry g(W, k.vector_bytes / sizeof(T));
     const int64_t plane_rows = H + 2 * kPadRows, plane = plane_rows * g.Wp;
-    // Planes: h, a0..a5 (63 + 3 channels), two dz planes of 24 channels, grad (1 channel).
-    int64_t channels[10] = {3, 6, 12, 24, 12, 6, 3, kMaxChannels, kMaxChannels, 1}, total = 0;
-    for (int64_t c : channels) total += B * c * plane;
-    at::Tensor work = at::empty({total}, h.options());
     const int threads = at::get_num_threads();
+    // Whole images per thread when the batch divides evenly: all passes of an image in one task (no
+    // barrier between passes), with planes for one image per thread. Else the rows of every image are
+    // split between threads pass by pass (a pass reads its input's neighbouring rows), planes for all.
+    const bool per_image = B % threads == 0;
+    const int64_t images = per_image ? threads : B;
+    // Planes: h, a0..a5 (63 + 3 channels), two dz planes of 24 channels, grad (1 channel).
+    const int64_t channels[10] = {3, 6, 12, 24, 12, 6, 3, kMaxChannels, kMaxChannels, 1};
+    int64_t total = 0;
+    for (int64_t c : channels) total += images * c * plane;
+    at::Tensor work = at::empty({total}, h.options());
     at::Tensor acc = at::zeros({threads, kAccVectors * g.L}, h.options());
     BackwardArgs<T> a{h.data_ptr<T>(), grad.data_ptr<T>(), dh.data_ptr<T>(), B, H, W, &p, {}, {}, nullptr,
-                      acc.data_ptr<T>(), plane_rows, g.Wp, g.M};
+                      acc.data_ptr<T>(), plane_rows, g.Wp, g.M, 0};
+    // Plane i of image slot j starts at bases[i] + j · channels[i] · plane.
+    T* bases[10];
     T* base = work.data_ptr<T>();
-    T** slots[10] = {&a.act[0], &a.act[1], &a.act[2], &a.act[3], &a.act[4], &a.act[5], &a.act[6],
-                     &a.dz[0], &a.dz[1], &a.gradp};
     for (int i = 0; i < 10; ++i) {
-      *slots[i] = base;
+      bases[i] = base;
       // The zero pad rows above and below each image; every other row is written by a pass.
-      for (int64_t bc = 0; bc < B * channels[i]; ++bc) {
+      for (int64_t bc = 0; bc < images * channels[i]; ++bc) {
         std::fill_n(base + bc * plane, kPadRows * g.Wp, T(0));
         std::fill_n(base + bc * plane + (kPadRows + H) * g.Wp, kPadRows * g.Wp, T(0));
       }
-      base += B * channels[i] * plane;
+      base += images * channels[i] * plane;
     }
-    for (int pass = 0; pass < kBackwardPasses; ++pass) {
-      at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-        k.backward_rows(a, pass, begin, end, at::get_thread_num());
+    auto place = [&](BackwardArgs<T>& x, int64_t slot) {
+      T** planes[10] = {&x.act[0], &x.act[1], &x.act[2], &x.act[3], &x.act[4], &x.act[5], &x.act[6],
+                        &x.dz[0],  &x.dz[1],  &x.gradp};
+      for (int i = 0; i < 10; ++i) *planes[i] = bases[i] + slot * channels[i] * plane;
+    };
+    place(a, 0);
+    if (per_image) {
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        const int tid = at::get_thread_num();
+        BackwardArgs<T> mine = a;
+        place(mine, tid);
+        for (int64_t b = begin; b < end; ++b) {
+          mine.b0 = b;
+          for (int pass = 0; pass < kBackwardPasses; ++pass) k.backward_rows(mine, pass, b * H, (b + 1) * H, tid);
+        }
       });
+    } else {
+      for (int pass = 0; pass < kBackwardPasses; ++pass) {
+        at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+          k.backward_rows(a, pass, begin, end, at::get_thread_num());
+        });
+      }
     }
     // Sum the accumulators over threads and lanes, then unpack Weff's gradient into each layout.
     const at::Tensor sums = acc.view({threads, kAccVectors, g.L}).sum(at::IntArrayRef{0, 2});

@@ -178,6 +178,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int j = 0; j < 4; ++j) red[j][threadIdx.x] += red[j][threadIdx.x + s];
     }
   }
+  __syncthreads();  // thread 0 wrote the four totals
   if (threadIdx.x < 4) part[(b * gridDim.x + blockIdx.x) * 4 + threadIdx.x] = red[threadIdx.x][0];
 }
 
