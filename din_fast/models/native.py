@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from din_fast._atomic import atomic_path
 from din_fast.models.blocks import SRModel
 
 HEADER_KEY = "din_fast"
@@ -31,15 +31,8 @@ def save_model(model: SRModel, path: str, extra: dict[str, Any] | None = None) -
     header = {"format": FORMAT, "name": model.model_name, "scale": model.scale, "config": model.config,
               "version": __version__, **({"extra": extra} if extra else {})}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)})
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def read_header(path: str) -> dict[str, Any]:
