@@ -20,12 +20,15 @@ TINY = {
     "din-ijcai": dict(num_features=8, growth_rate=4, branches=3, blocks=2, rdbs=1),
     "defian-s": dict(channels=16, rcabs=1, modules=2),
     "defian-l": dict(channels=16, rcabs=2, modules=1),
+    "cirn": dict(channels=8, features=8, groups=2, reduction=4),
+    "drfn": dict(channels=16, groups=2, blocks=2),
 }
-SCALES = {"din": (2, 3, 4, 8), "din-ijcai": (2, 3, 4), "defian-s": (2, 3, 4), "defian-l": (2, 3, 4)}
+SCALES = {"din": (2, 3, 4, 8), "din-ijcai": (2, 3, 4), "defian-s": (2, 3, 4), "defian-l": (2, 3, 4),
+          "cirn": (2, 3, 4, 8), "drfn": (2, 3, 4)}
 
 
 def test_list_models():
-    assert {"din", "din-ijcai", "defian-s", "defian-l"} <= set(list_models())
+    assert {"din", "din-ijcai", "defian-s", "defian-l", "cirn", "drfn"} <= set(list_models())
 
 
 @pytest.mark.parametrize("name,scale,count", OFFICIAL_COUNTS)

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from din_fast.models.blocks import SRModel
+from din_fast.models.cirn import CIRN
 from din_fast.models.defian import DeFiAN
 from din_fast.models.din import DIN
+from din_fast.models.drfn import DRFN
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,9 @@ register_model("defian-s", ModelEntry(
 register_model("defian-l", ModelEntry(
     DeFiAN, (2, 3, 4), "DeFiAN-L (C=64, 20 RCABs, 10 modules)", ("channels", "rcabs", "modules", "reduction"),
     dict(channels=64, rcabs=20, modules=10)))
+register_model("cirn", ModelEntry(
+    CIRN, (2, 3, 4, 8), "CIRN (C=64, F=256, 6 back-projection groups with criss-cross ISABs; from the poster)",
+    ("channels", "features", "groups", "reduction")))
+register_model("drfn", ModelEntry(
+    DRFN, (2, 3, 4), "DRFN (C=64, G=16 RAGs of M=8 one-conv residual blocks, CBAM attention; 5.2M at x4)",
+    ("channels", "groups", "blocks", "block_convs", "reduction")))

@@ -1,0 +1,376 @@
+// DRFN's channel attention, spatial attention and group residual on CPU (one op, few passes over x).
+//
+// Forward, x (B, C, H, W) read as contiguous NCHW:
+//   pass 1 (per channel plane): mean and max over H x W; the tiny MLP gives a = sigmoid(z) per (b, c);
+//   pass 2 (per pixel block, channels streamed): mean and max over channels of x' = a x -> (B, 2, H, W);
+//   7x7 conv + sigmoid on that two-channel map -> s (B, H, W) (small);
+//   pass 3 (per channel plane): y = s a x + skip.
+// x' is never written. Backward recomputes the statistics; ds = sum_c g x' needs no s, so it is
+// gathered in the same pass as the channel statistics:
+//   pass 1 as forward (and the spatial argmax per plane);
+//   pass 2: channel mean / max / argmax of x' and ds = sum_c g x' per pixel; conv, s, its backward;
+//   pass 3 (per plane): dx' = g s + dmean / C + [c = argmax] dmax, da_c = sum dx' x, dx = a dx';
+//   MLP backward per batch; pass 4: dx += dmean_HW / HW (+ dmax_HW at the argmax).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common.h"
+
+namespace din_fast {
+namespace {
+
+constexpr int64_t kTaps = 7;
+constexpr int64_t kPad = 3;
+constexpr int64_t kPixelBlock = 256;  // pixels per work item of the channel-streaming pass
+
+template <typename T>
+inline T sigmoid(T v) {
+  return T(1) / (T(1) + std::exp(-v));
+}
+
+struct Sizes {
+  int64_t b, c, h, w, r;
+  int64_t hw() const { return h * w; }
+};
+
+// Pass 1: per (b, c) plane mean, max and the first position of the max.
+template <typename T>
+void plane_stats(const Sizes& d, const T* x, T* mean, T* mx, int64_t* argmax) {
+  at::parallel_for(0, d.b * d.c, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t pc = lo; pc < hi; ++pc) {
+      const T* p = x + pc * d.hw();
+      T sum = 0, best = p[0];
+#pragma omp simd reduction(+ : sum) reduction(max : best)
+      for (int64_t i = 0; i < d.hw(); ++i) {
+        sum += p[i];
+        best = std::max(best, p[i]);
+      }
+      mean[pc] = sum / T(d.hw());
+      mx[pc] = best;
+      if (argmax != nullptr) argmax[pc] = std::find(p, p + d.hw(), best) - p;
+    }
+  });
+}
+
+// The channel MLP per batch: z = W2 relu(W1 avg + b1) + b2 + W2 relu(W1 max + b1) + b2, a = sigmoid(z).
+// hidden (B, 2, R) keeps W1 t + b1 for the backward.
+template <typename T>
+void channel_mlp(const Sizes& d, const T* mean, const T* mx, const T* w1, const T* b1, const T* w2, const T* b2,
+                 T* hidden, T* a) {
+  for (int64_t b = 0; b < d.b; ++b) {
+    for (int64_t branch = 0; branch < 2; ++branch) {
+      const T* t = (branch == 0 ? mean : mx) + b * d.c;
+      for (int64_t j = 0; j < d.r; ++j) {
+        T acc = b1[j];
+        for (int64_t c = 0; c < d.c; ++c) acc += w1[j * d.c + c] * t[c];
+        hidden[(b * 2 + branch) * d.r + j] = acc;
+      }
+    }
+    for (int64_t c = 0; c < d.c; ++c) {
+      T z = 2 * b2[c];
+      for (int64_t branch = 0; branch < 2; ++branch)
+        for (int64_t j = 0; j < d.r; ++j) z += w2[c * d.r + j] * std::max(hidden[(b * 2 + branch) * d.r + j], T(0));
+      a[b * d.c + c] = sigmoid(z);
+    }
+  }
+}
+
+// Pass 2: per pixel, channel mean and max of x' = a x (pooled (B, 2, HW)) and, if g is given, the first
+// channel of the max and ds = sum_c g x'.
+template <typename T>
+void pixel_stats(const Sizes& d, const T* x, const T* a, T* pooled, const T* g, int64_t* argmax, T* ds) {
+  const int64_t blocks = (d.hw() + kPixelBlock - 1) / kPixelBlock;
+  at::parallel_for(0, d.b * blocks, 1, [&](int64_t lo, int64_t hi) {
+    T sum[kPixelBlock], best[kPixelBlock], dot[kPixelBlock];
+    int64_t arg[kPixelBlock];
+    for (int64_t item = lo; item < hi; ++item) {
+      const int64_t b = item / blocks, p0 = (item % blocks) * kPixelBlock;
+      const int64_t n = std::min(kPixelBlock, d.hw() - p0);
+      for (int64_t i = 0; i < n; ++i) {
+        sum[i] = 0;
+        best[i] = -std::numeric_limits<T>::infinity();
+        dot[i] = 0;
+        arg[i] = 0;
+      }
+      for (int64_t c = 0; c < d.c; ++c) {
+        const T ac = a[b * d.c + c];
+        const T* xp = x + (b * d.c + c) * d.hw() + p0;
+        if (g == nullptr) {
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) {
+            const T v = ac * xp[i];
+            sum[i] += v;
+            best[i] = std::max(best[i], v);
+          }
+        } else {
+          const T* gp = g + (b * d.c + c) * d.hw() + p0;
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) {
+            const T v = ac * xp[i];
+            sum[i] += v;
+            dot[i] += gp[i] * v;
+            const bool more = v > best[i];
+            arg[i] = more ? c : arg[i];
+            best[i] = more ? v : best[i];
+          }
+        }
+      }
+      T* pm = pooled + b * 2 * d.hw() + p0;
+      for (int64_t i = 0; i < n; ++i) {
+        pm[i] = sum[i] / T(d.c);
+        pm[d.hw() + i] = best[i];
+      }
+      if (g != nullptr) {
+        for (int64_t i = 0; i < n; ++i) {
+          argmax[b * d.hw() + p0 + i] = arg[i];
+          ds[b * d.hw() + p0 + i] = dot[i];
+        }
+      }
+    }
+  });
+}
+
+// s = sigmoid(conv7x7(pooled) + bias), zero padding; per batch image (B, HW).
+template <typename T>
+void spatial_gate(const Sizes& d, const T* pooled, const T* w, T bias, T* s) {
+  at::parallel_for(0, d.b * d.h, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t row = lo; row < hi; ++row) {
+      const int64_t b = row / d.h, y = row % d.h;
+      T* out = s + b * d.hw() + y * d.w;
+      for (int64_t xx = 0; xx < d.w; ++xx) out[xx] = bias;
+      for (int64_t k = 0; k < 2; ++k) {
+        const T* map = pooled + (b * 2 + k) * d.hw();
+        for (int64_t dy = 0; dy < kTaps; ++dy) {
+          const int64_t yy = y + dy - kPad;
+          if (yy < 0 || yy >= d.h) continue;
+          const T* src = map + yy * d.w;
+          for (int64_t dx = 0; dx < kTaps; ++dx) {
+            const T wt = w[(k * kTaps + dy) * kTaps + dx];
+            const int64_t x0 = std::max<int64_t>(0, kPad - dx), x1 = std::min<int64_t>(d.w, d.w + kPad - dx);
+            for (int64_t xx = x0; xx < x1; ++xx) out[xx] += wt * src[xx + dx - kPad];
+          }
+        }
+      }
+      for (int64_t xx = 0; xx < d.w; ++xx) out[xx] = sigmoid(out[xx]);
+    }
+  });
+}
+
+// y = s a x + skip per plane.
+template <typename T>
+void apply(const Sizes& d, const T* x, const T* skip, const T* a, const T* s, T* y) {
+  at::parallel_for(0, d.b * d.c, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t pc = lo; pc < hi; ++pc) {
+      const T ac = a[pc];
+      const T* sp = s + (pc / d.c) * d.hw();
+      const T* xp = x + pc * d.hw();
+      const T* kp = skip + pc * d.hw();
+      T* yp = y + pc * d.hw();
+#pragma omp simd
+      for (int64_t i = 0; i < d.hw(); ++i) yp[i] = sp[i] * ac * xp[i] + kp[i];
+    }
+  });
+}
+
+template <typename T>
+void forward_impl(const Sizes& d, const at::Tensor& x, const at::Tensor& skip, const at::Tensor& w1,
+                  const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& ws,
+                  const at::Tensor& b_sa, at::Tensor& y) {
+  std::vector<T> mean(d.b * d.c), mx(d.b * d.c), hidden(d.b * 2 * d.r), a(d.b * d.c);
+  std::vector<T> pooled(d.b * 2 * d.hw()), s(d.b * d.hw());
+  const T* xp = x.const_data_ptr<T>();
+  plane_stats<T>(d, xp, mean.data(), mx.data(), nullptr);
+  channel_mlp<T>(d, mean.data(), mx.data(), w1.const_data_ptr<T>(), b1.const_data_ptr<T>(),
+                 w2.const_data_ptr<T>(), b2.const_data_ptr<T>(), hidden.data(), a.data());
+  pixel_stats<T>(d, xp, a.data(), pooled.data(), nullptr, nullptr, nullptr);
+  spatial_gate<T>(d, pooled.data(), ws.const_data_ptr<T>(), b_sa.item<T>(), s.data());
+  apply<T>(d, xp, skip.const_data_ptr<T>(), a.data(), s.data(), y.mutable_data_ptr<T>());
+}
+
+template <typename T>
+void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, const at::Tensor& w1,
+                   const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& ws,
+                   const at::Tensor& b_sa, at::Tensor& dx, at::Tensor& dw1, at::Tensor& db1, at::Tensor& dw2,
+                   at::Tensor& db2, at::Tensor& dws, at::Tensor& dbs) {
+  const int64_t hw = d.hw();
+  std::vector<T> mean(d.b * d.c), mx(d.b * d.c), hidden(d.b * 2 * d.r), a(d.b * d.c);
+  std::vector<int64_t> plane_arg(d.b * d.c), pixel_arg(d.b * hw);
+  std::vector<T> pooled(d.b * 2 * hw), s(d.b * hw), ds(d.b * hw), dpooled(d.b * 2 * hw, T(0));
+  const T* xp = x.const_data_ptr<T>();
+  const T* gp = g.const_data_ptr<T>();
+  const T* w1p = w1.const_data_ptr<T>();
+  const T* w2p = w2.const_data_ptr<T>();
+  const T* wsp = ws.const_data_ptr<T>();
+  plane_stats<T>(d, xp, mean.data(), mx.data(), plane_arg.data());
+  channel_mlp<T>(d, mean.data(), mx.data(), w1p, b1.const_data_ptr<T>(), w2p, b2.const_data_ptr<T>(),
+                 hidden.data(), a.data());
+  pixel_stats<T>(d, xp, a.data(), pooled.data(), gp, pixel_arg.data(), ds.data());
+  spatial_gate<T>(d, pooled.data(), wsp, b_sa.item<T>(), s.data());
+  // ds -> dlogit = ds s (1 - s); conv backward: dpooled (transposed conv), dw_sa, db_sa.
+  for (int64_t i = 0; i < d.b * hw; ++i) ds[i] *= s[i] * (T(1) - s[i]);
+  T* dwsp = dws.mutable_data_ptr<T>();
+  T dbias = 0;
+  for (int64_t b = 0; b < d.b; ++b) {
+    const T* dl = ds.data() + b * hw;
+    for (int64_t i = 0; i < hw; ++i) dbias += dl[i];
+    for (int64_t k = 0; k < 2; ++k) {
+      const T* map = pooled.data() + (b * 2 + k) * hw;
+      T* dmap = dpooled.data() + (b * 2 + k) * hw;
+      for (int64_t dy = 0; dy < kTaps; ++dy) {
+        for (int64_t dxx = 0; dxx < kTaps; ++dxx) {
+          const T wt = wsp[(k * kTaps + dy) * kTaps + dxx];
+          T acc = 0;
+          const int64_t y0 = std::max<int64_t>(0, kPad - dy), y1 = std::min<int64_t>(d.h, d.h + kPad - dy);
+          const int64_t x0 = std::max<int64_t>(0, kPad - dxx), x1 = std::min<int64_t>(d.w, d.w + kPad - dxx);
+          for (int64_t yy = y0; yy < y1; ++yy) {
+            const T* dlr = dl + yy * d.w;
+            const int64_t src = (yy + dy - kPad) * d.w + dxx - kPad;
+            for (int64_t xx = x0; xx < x1; ++xx) {
+              acc += dlr[xx] * map[src + xx];
+              dmap[src + xx] += wt * dlr[xx];
+            }
+          }
+          dwsp[(k * kTaps + dy) * kTaps + dxx] += acc;
+        }
+      }
+    }
+  }
+  dbs.fill_(dbias);
+  // Pass 3: dx' per element, da per plane, dx = a dx'.
+  std::vector<T> da(d.b * d.c);
+  T* dxp = dx.mutable_data_ptr<T>();
+  at::parallel_for(0, d.b * d.c, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t pc = lo; pc < hi; ++pc) {
+      const int64_t b = pc / d.c, c = pc % d.c;
+      const T ac = a[pc];
+      const T* sp = s.data() + b * hw;
+      const T* dmean = dpooled.data() + b * 2 * hw;
+      const T* dmax = dmean + hw;
+      const int64_t* arg = pixel_arg.data() + b * hw;
+      const T* xr = xp + pc * hw;
+      const T* gr = gp + pc * hw;
+      T* out = dxp + pc * hw;
+      const T inv_c = T(1) / T(d.c);
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < hw; ++i) {
+        const T dxq = gr[i] * sp[i] + dmean[i] * inv_c + (arg[i] == c ? dmax[i] : T(0));
+        acc += dxq * xr[i];
+        out[i] = ac * dxq;
+      }
+      da[pc] = acc;
+    }
+  });
+  // MLP backward per batch (tiny), then pass 4: the pooled statistics' share of dx.
+  T* dw1p = dw1.mutable_data_ptr<T>();
+  T* db1p = db1.mutable_data_ptr<T>();
+  T* dw2p = dw2.mutable_data_ptr<T>();
+  T* db2p = db2.mutable_data_ptr<T>();
+  std::vector<T> dstat(d.b * 2 * d.c, T(0)), dz(d.c), dh(d.r);
+  for (int64_t b = 0; b < d.b; ++b) {
+    for (int64_t c = 0; c < d.c; ++c) {
+      const T ac = a[b * d.c + c];
+      dz[c] = da[b * d.c + c] * ac * (T(1) - ac);
+      db2p[c] += 2 * dz[c];
+    }
+    for (int64_t branch = 0; branch < 2; ++branch) {
+      const T* h = hidden.data() + (b * 2 + branch) * d.r;
+      const T* t = (branch == 0 ? mean.data() : mx.data()) + b * d.c;
+      for (int64_t j = 0; j < d.r; ++j) {
+        const T rj = std::max(h[j], T(0));
+        T acc = 0;
+        for (int64_t c = 0; c < d.c; ++c) {
+          dw2p[c * d.r + j] += dz[c] * rj;
+          acc += w2p[c * d.r + j] * dz[c];
+        }
+        dh[j] = h[j] > 0 ? acc : T(0);
+        db1p[j] += dh[j];
+        for (int64_t c = 0; c < d.c; ++c) dw1p[j * d.c + c] += dh[j] * t[c];
+      }
+      T* dt = dstat.data() + (b * 2 + branch) * d.c;
+      for (int64_t c = 0; c < d.c; ++c) {
+        T acc = 0;
+        for (int64_t j = 0; j < d.r; ++j) acc += w1p[j * d.c + c] * dh[j];
+        dt[c] = acc;
+      }
+    }
+  }
+  at::parallel_for(0, d.b * d.c, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t pc = lo; pc < hi; ++pc) {
+      const int64_t b = pc / d.c, c = pc % d.c;
+      const T shift = dstat[b * 2 * d.c + c] / T(hw);
+      T* out = dxp + pc * hw;
+#pragma omp simd
+      for (int64_t i = 0; i < hw; ++i) out[i] += shift;
+      out[plane_arg[pc]] += dstat[(b * 2 + 1) * d.c + c];
+    }
+  });
+}
+
+Sizes check(const at::Tensor& x, const at::Tensor& skip, const at::Tensor& w_ca1, const at::Tensor& b_ca1,
+            const at::Tensor& w_ca2, const at::Tensor& b_ca2, const at::Tensor& w_sa, const at::Tensor& b_sa) {
+  check_feature(x, "x");
+  const int64_t c = x.size(1);
+  check_same(skip, "skip", x, "x", x.sizes());
+  TORCH_CHECK_VALUE(w_ca1.dim() == 4 && w_ca1.size(0) > 0, "w_ca1 must have shape (R, ", c, ", 1, 1) with R > 0");
+  const int64_t r = w_ca1.size(0);
+  check_same(w_ca1, "w_ca1", x, "x", {r, c, 1, 1});
+  check_same(b_ca1, "b_ca1", x, "x", {r});
+  check_same(w_ca2, "w_ca2", x, "x", {c, r, 1, 1});
+  check_same(b_ca2, "b_ca2", x, "x", {c});
+  check_same(w_sa, "w_sa", x, "x", {1, 2, kTaps, kTaps});
+  check_same(b_sa, "b_sa", x, "x", {1});
+  TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                    "x must be float32 or float64 for the cpp implementation, got ", x.scalar_type());
+  return Sizes{x.size(0), c, x.size(2), x.size(3), r};
+}
+
+at::Tensor channel_spatial_attention_cpp(const at::Tensor& x_in, const at::Tensor& skip_in, const at::Tensor& w_ca1,
+                                         const at::Tensor& b_ca1, const at::Tensor& w_ca2, const at::Tensor& b_ca2,
+                                         const at::Tensor& w_sa, const at::Tensor& b_sa) {
+  const Sizes d = check(x_in, skip_in, w_ca1, b_ca1, w_ca2, b_ca2, w_sa, b_sa);
+  const at::Tensor x = x_in.contiguous(), skip = skip_in.contiguous();
+  const at::Tensor w1 = w_ca1.contiguous(), b1 = b_ca1.contiguous(), w2 = w_ca2.contiguous(),
+                   b2 = b_ca2.contiguous(), ws = w_sa.contiguous();
+  at::Tensor y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_spatial_attention_cpp",
+                             [&] { forward_impl<scalar_t>(d, x, skip, w1, b1, w2, b2, ws, b_sa, y); });
+  return y;
+}
+
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                         at::Tensor>;
+
+Grads channel_spatial_attention_backward_cpp(const at::Tensor& grad, const at::Tensor& x_in,
+                                             const at::Tensor& skip, const at::Tensor& w_ca1,
+                                             const at::Tensor& b_ca1, const at::Tensor& w_ca2,
+                                             const at::Tensor& b_ca2, const at::Tensor& w_sa,
+                                             const at::Tensor& b_sa) {
+  const Sizes d = check(x_in, skip, w_ca1, b_ca1, w_ca2, b_ca2, w_sa, b_sa);
+  check_same(grad, "grad", x_in, "x", x_in.sizes());
+  const at::Tensor x = x_in.contiguous(), g = grad.contiguous();
+  const at::Tensor w1 = w_ca1.contiguous(), b1 = b_ca1.contiguous(), w2 = w_ca2.contiguous(),
+                   b2 = b_ca2.contiguous(), ws = w_sa.contiguous();
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor dw1 = at::zeros_like(w1), db1 = at::zeros_like(b1), dw2 = at::zeros_like(w2),
+             db2 = at::zeros_like(b2), dws = at::zeros_like(ws), dbs = at::zeros_like(b_sa);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_spatial_attention_backward_cpp", [&] {
+    backward_impl<scalar_t>(d, g, x, w1, b1, w2, b2, ws, b_sa, dx, dw1, db1, dw2, db2, dws, dbs);
+  });
+  return {dx, grad.clone(at::MemoryFormat::Contiguous), dw1, db1, dw2, db2, dws, dbs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(din_fast, CPU, m) {
+  m.impl("_channel_spatial_attention_cpp", &channel_spatial_attention_cpp);
+  m.impl("_channel_spatial_attention_backward_cpp", &channel_spatial_attention_backward_cpp);
+}
+
+}  // namespace din_fast
