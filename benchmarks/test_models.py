@@ -3,7 +3,7 @@
     pytest benchmarks/test_models.py --benchmark-only --benchmark-json=models.json
 
 The default selection is small enough for a laptop CPU; widen it with environment variables
-(comma-separated): DIN_FAST_BENCH_MODELS (default ``defian-s,din``), DIN_FAST_BENCH_SCALES (``4``),
+(comma-separated): DIN_FAST_BENCH_MODELS (default ``defian-s,din,cirn,drfn``), DIN_FAST_BENCH_SCALES (``4``),
 DIN_FAST_BENCH_SIZES (LR sizes, ``48``), DIN_FAST_BENCH_MODES (``inference,train``),
 DIN_FAST_BENCH_PROVIDERS (all of din_fast.bench.PROVIDERS), DIN_FAST_BENCH_BATCH (``1``),
 DIN_FAST_BENCH_MEMORY=1 to also record each call's peak memory. Compiling a whole model takes about
@@ -26,7 +26,7 @@ def _env_list(name: str, default: str) -> list[str]:
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CASES = [bench.Case(m, int(s), int(z), mode, p, int(os.environ.get("DIN_FAST_BENCH_BATCH", "1")), DEVICE)
-         for m in _env_list("DIN_FAST_BENCH_MODELS", "defian-s,din")
+         for m in _env_list("DIN_FAST_BENCH_MODELS", "defian-s,din,cirn,drfn")
          for s in _env_list("DIN_FAST_BENCH_SCALES", "4")
          for mode in _env_list("DIN_FAST_BENCH_MODES", "inference,train")
          for z in _env_list("DIN_FAST_BENCH_SIZES", "48")

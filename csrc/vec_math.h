@@ -35,7 +35,9 @@ namespace din_fast {
 
 // Instruction sets that float32 hot loops are compiled for (the extension itself is built for the
 // baseline x86-64): a kernel defines one function per set with these attributes and calls
-// the best one the CPU supports, chosen once.
+// the best one the CPU supports, chosen once. (common.h's DIN_FAST_MULTIVERSION clones one function
+// per ISA level for compiler-vectorised loops; the explicit intrinsics below need the ISA known at
+// compile time, as a template argument, hence separate functions.)
 #define DIN_FAST_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
 #define DIN_FAST_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
@@ -51,6 +53,96 @@ inline Isa cpu_isa() {
 #else
   return Isa::kBase;
 #endif
+}
+
+}  // namespace din_fast
+
+namespace din_fast {
+
+// e[i] <- exp(e[i] - shift) for i < n (every e[i] <= shift), returning the sum: the softmax numerators
+// of one row. Explicit AVX-512 / AVX2 code of exp_nonpositive's algorithm (GCC does not vectorise the
+// inlined scalar form reliably); the remainder runs the scalar form.
+inline float exp_shift_sum_scalar(float* e, int64_t from, int64_t n, float shift) {
+  float sum = 0;
+  for (int64_t i = from; i < n; ++i) {
+    e[i] = exp_nonpositive(e[i] - shift);
+    sum += e[i];
+  }
+  return sum;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+DIN_FAST_TARGET_AVX512 inline float exp_shift_sum_avx512(float* e, int64_t n, float shift) {
+  const __m512 vshift = _mm512_set1_ps(shift), lo = _mm512_set1_ps(-87.3f);
+  __m512 total = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(e + i), vshift), lo);
+    __m512 k = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+                                    _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    p = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+    _mm512_storeu_ps(e + i, p);
+    total = _mm512_add_ps(total, p);
+  }
+  return _mm512_reduce_add_ps(total) + exp_shift_sum_scalar(e, i, n, shift);
+}
+
+DIN_FAST_TARGET_AVX2 inline float exp_shift_sum_avx2(float* e, int64_t n, float shift) {
+  const __m256 vshift = _mm256_set1_ps(shift), lo = _mm256_set1_ps(-87.3f);
+  __m256 total = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(e + i), vshift), lo);
+    __m256 k = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fmadd_ps(k, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    _mm256_storeu_ps(e + i, p);
+    total = _mm256_add_ps(total, p);
+  }
+  __m128 half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  half = _mm_add_ss(half, _mm_shuffle_ps(half, half, 1));
+  return _mm_cvtss_f32(half) + exp_shift_sum_scalar(e, i, n, shift);
+}
+#endif
+
+// The best of the above for this CPU (float), or the scalar form (double: std::exp).
+template <Isa I>
+inline __attribute__((always_inline)) float exp_shift_sum(float* e, int64_t n, float shift) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if constexpr (I == Isa::kAvx512) return exp_shift_sum_avx512(e, n, shift);
+  if constexpr (I == Isa::kAvx2) return exp_shift_sum_avx2(e, n, shift);
+#endif
+  return exp_shift_sum_scalar(e, 0, n, shift);
+}
+
+template <Isa I>
+inline __attribute__((always_inline)) double exp_shift_sum(double* e, int64_t n, double shift) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    e[i] = std::exp(e[i] - shift);
+    sum += e[i];
+  }
+  return sum;
 }
 
 }  // namespace din_fast

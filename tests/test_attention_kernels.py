@@ -1,84 +1,68 @@
-"""C++ CPU kernels of criss_cross_attention and channel_spatial_attention against the float64 reference:
-odd and non-square sizes, batch > 1, degenerate lines (H or W = 1), channel counts off the kernels'
-register blocks, non-contiguous and channels_last inputs, gradients, and the C++ argument checks."""
+"""criss_cross_attention and channel_spatial_attention: every implementation that runs here (cpp; triton
+under the interpreter) against the float64 reference — odd and non-square sizes, batch > 1, lines of
+length 1, channel counts off the kernels' register blocks, non-contiguous and channels_last inputs,
+gradients — and the C++ kernels' own argument checks."""
 
 import pytest
 import torch
 
 import din_fast
-from din_fast import backends
 from din_fast.ops import reference
+from impl_checks import IMPLS, check_backward, check_forward, relayouts, run, skip_unless_runs
 from op_inputs import ARGS, flat, rebuild, requiring_grad
 
 OPS = ("criss_cross_attention", "channel_spatial_attention")
+# The interpreter runs Triton programs one by one in Python: its shapes stay tiny (the 98-tap gate convs
+# of channel_spatial_attention cost ~10 s per call there).
 SHAPES = {
-    "criss_cross_attention": [dict(b=2, c=8, h=5, w=7, cq=3), dict(b=3, c=37, h=9, w=4, cq=8),
-                              dict(b=1, c=64, h=13, w=11, cq=8), dict(b=2, c=5, h=1, w=6, cq=2),
-                              dict(b=2, c=33, h=7, w=1, cq=1)],
-    "channel_spatial_attention": [dict(b=2, c=16, h=5, w=7), dict(b=3, c=32, h=9, w=4, reduction=8),
-                                  dict(b=1, c=16, h=1, w=1), dict(b=2, c=17, h=23, w=19, reduction=4)],
+    ("criss_cross_attention", "cpp"): [dict(b=2, c=8, h=5, w=7, cq=3), dict(b=3, c=37, h=9, w=4, cq=8),
+                                       dict(b=1, c=64, h=13, w=11, cq=8), dict(b=2, c=5, h=1, w=6, cq=2),
+                                       dict(b=2, c=33, h=7, w=1, cq=1)],
+    ("criss_cross_attention", "triton"): [dict(b=2, c=5, h=5, w=7, cq=3), dict(b=1, c=4, h=1, w=6, cq=2),
+                                          dict(b=2, c=3, h=6, w=1, cq=2)],
+    ("channel_spatial_attention", "cpp"): [dict(b=2, c=16, h=5, w=7), dict(b=3, c=32, h=9, w=4, reduction=8),
+                                           dict(b=1, c=16, h=1, w=1), dict(b=2, c=17, h=23, w=19, reduction=4)],
+    ("channel_spatial_attention", "triton"): [dict(b=1, c=4, h=3, w=5, reduction=2)],
 }
 
-pytestmark = pytest.mark.skipif(any(backends.unavailable_reason(op, "cpp", "cpu", torch.float32) for op in OPS),
-                                reason="din_fast._C was built without these kernels")
 
-
-def _tol(dtype, ref):
-    """k ulps of the dtype, relative and scaled by the reference's magnitude (sums of up to ~100 terms)."""
-    eps = torch.finfo(dtype).eps
-    return dict(rtol=64 * eps, atol=64 * eps * max(ref.abs().max().item(), 1.0))
-
-
-def _run(op, args):
-    with din_fast.use_backend("cpp"):
-        return getattr(din_fast.ops, op)(*args)
-
-
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_forward_and_backward_match_float64_reference(op, dtype):
+def test_forward_and_backward_match_float64_reference(op, impl, dtype):
+    if impl == "triton" and op == "channel_spatial_attention" and dtype == torch.float32:
+        pytest.skip("interpreter time: the float64 case covers the same kernels")
+    skip_unless_runs(op, impl, dtype)
     g = torch.Generator().manual_seed(0)
-    for shape in SHAPES[op]:
+    for shape in SHAPES[op, impl]:
         args = ARGS[op](generator=g, **shape)
-        expected = getattr(reference, op)(*args)
-        grad = torch.randn(expected.shape, generator=g, dtype=torch.float64)
-        ref_inputs = requiring_grad(args)
-        ref_grads = torch.autograd.grad(getattr(reference, op)(*ref_inputs), flat(ref_inputs), grad)
-        inputs = requiring_grad(rebuild(args, [t.to(dtype) for t in flat(args)]))
-        out = _run(op, inputs)
-        assert out.dtype == dtype
-        torch.testing.assert_close(out.double(), expected, **_tol(dtype, expected))
-        grads = torch.autograd.grad(out, flat(inputs), grad.to(dtype))
-        for got, want in zip(grads, ref_grads):
-            torch.testing.assert_close(got.double(), want, **_tol(dtype, want))
+        check_forward(op, impl, args, dtype)
+        check_backward(op, impl, args, dtype, g)
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_non_contiguous_and_channels_last(op):
+def test_cpp_non_contiguous_and_channels_last(op):
+    skip_unless_runs(op, "cpp", torch.float32)
     args = ARGS[op](b=2, h=6, w=5, dtype=torch.float32)
-    expected = _run(op, args)
-    for layout in ("channels_last", "transposed"):
-        def relayout(t):
-            if t.dim() != 4 or t.shape[2:] != expected.shape[2:]:
-                return t
-            if layout == "channels_last":
-                return t.contiguous(memory_format=torch.channels_last)
-            return t.transpose(2, 3).contiguous().transpose(2, 3)
-        moved = rebuild(args, [relayout(t) for t in flat(args)])
-        got = _run(op, moved)
+    expected = run(op, "cpp", args)
+    plain = requiring_grad(args)
+    want = torch.autograd.grad(run(op, "cpp", plain), flat(plain), torch.ones_like(expected))
+    for layout in ("channels_last", "non_contiguous"):
+        moved = rebuild(args, [relayouts(t)[layout] if t.dim() == 4 and t.shape[2:] == expected.shape[2:] else t
+                               for t in flat(args)])
+        got = run(op, "cpp", moved)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         if layout == "channels_last":
             assert got.is_contiguous(memory_format=torch.channels_last)
         inputs = requiring_grad(moved)
-        grads = torch.autograd.grad(_run(op, inputs), flat(inputs), torch.ones_like(expected))
-        plain = requiring_grad(args)
-        want = torch.autograd.grad(_run(op, plain), flat(plain), torch.ones_like(expected))
-        for gg, ww in zip(grads, want):
-            torch.testing.assert_close(gg, ww, rtol=0, atol=0)
+        grads = torch.autograd.grad(run(op, "cpp", inputs), flat(inputs), torch.ones_like(expected))
+        for got_grad, want_grad in zip(grads, want):
+            torch.testing.assert_close(got_grad, want_grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("op", OPS)
 def test_gradcheck_cpp(op):
+    skip_unless_runs(op, "cpp", torch.float64)
     shape = {"criss_cross_attention": dict(b=2, c=3, h=3, w=4, cq=2),
              "channel_spatial_attention": dict(b=2, c=4, h=3, w=4, reduction=2)}[op]
     args = requiring_grad(ARGS[op](**shape))
@@ -89,14 +73,21 @@ def test_gradcheck_cpp(op):
         assert torch.autograd.gradcheck(lambda *t: fn(*rebuild(args, t)), flat(args), fast_mode=True)
 
 
-def test_criss_cross_attention_large_energies_stay_finite():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_criss_cross_attention_large_energies_stay_finite(impl):
     """Energies of ±80: the online softmax must neither overflow nor lose the maximum."""
-    q, k, v = ARGS["criss_cross_attention"](b=1, c=4, h=6, w=5, cq=2, dtype=torch.float32)
-    q, k = q * 8, k * 8
-    expected = reference.criss_cross_attention(q.double(), k.double(), v.double())
-    got = _run("criss_cross_attention", [q, k, v])
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got.double(), expected, **_tol(torch.float32, expected))
+    skip_unless_runs("criss_cross_attention", impl, torch.float32)
+    q, k, v = ARGS["criss_cross_attention"](b=1, c=4, h=6, w=5, cq=2)
+    check_forward("criss_cross_attention", impl, [q * 8, k * 8, v], torch.float32)
+
+
+def test_criss_cross_attention_triton_line_limit():
+    skip_unless_runs("criss_cross_attention", "triton", torch.float32)
+    from din_fast.kernels import criss_cross_attention as kernel
+
+    q = torch.randn(1, 2, 1, kernel.MAX_LINE + 1)
+    with pytest.raises(ValueError, match="H, W <= 256"):
+        kernel.forward(q, q, q)
 
 
 @pytest.mark.parametrize("op,mutate,message", [
@@ -110,6 +101,7 @@ def test_criss_cross_attention_large_energies_stay_finite():
 ])
 def test_cpp_kernels_check_their_arguments(op, mutate, message):
     """The private C++ ops check inputs themselves (ValueError naming the argument)."""
+    skip_unless_runs(op, "cpp", torch.float64)
     args = mutate(ARGS[op]())
     with pytest.raises(ValueError, match=message):
         getattr(torch.ops.din_fast, f"_{op}_cpp")(*args)

@@ -153,7 +153,9 @@ void spatial_gate(const Sizes& d, const T* pooled, const T* w, T bias, T* s) {
           for (int64_t dx = 0; dx < kTaps; ++dx) {
             const T wt = w[(k * kTaps + dy) * kTaps + dx];
             const int64_t x0 = std::max<int64_t>(0, kPad - dx), x1 = std::min<int64_t>(d.w, d.w + kPad - dx);
-            for (int64_t xx = x0; xx < x1; ++xx) out[xx] += wt * src[xx + dx - kPad];
+            const T* shifted = src + dx - kPad;
+#pragma omp simd
+            for (int64_t xx = x0; xx < x1; ++xx) out[xx] += wt * shifted[xx];
           }
         }
       }
@@ -230,11 +232,14 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
           const int64_t x0 = std::max<int64_t>(0, kPad - dxx), x1 = std::min<int64_t>(d.w, d.w + kPad - dxx);
           for (int64_t yy = y0; yy < y1; ++yy) {
             const T* dlr = dl + yy * d.w;
-            const int64_t src = (yy + dy - kPad) * d.w + dxx - kPad;
-            for (int64_t xx = x0; xx < x1; ++xx) {
-              acc += dlr[xx] * map[src + xx];
-              dmap[src + xx] += wt * dlr[xx];
-            }
+            const T* mr = map + (yy + dy - kPad) * d.w + dxx - kPad;
+            T* dmr = dmap + (yy + dy - kPad) * d.w + dxx - kPad;
+            T row = 0;
+#pragma omp simd reduction(+ : row)
+            for (int64_t xx = x0; xx < x1; ++xx) row += dlr[xx] * mr[xx];
+            acc += row;
+#pragma omp simd
+            for (int64_t xx = x0; xx < x1; ++xx) dmr[xx] += wt * dlr[xx];
           }
           dwsp[(k * kTaps + dy) * kTaps + dxx] += acc;
         }

@@ -40,19 +40,30 @@ struct Line {
   int64_t n, step, cq, c;
 };
 
-// e[r][s] = q_{j0+r} . k_s for r < rows, s < n; kt is k transposed (cq x n).
+// e[r][s] = q_{j0+r} . k_s for r < rows, s < n; kt is k transposed (cq x n). Blocks of one vector of keys
+// accumulate in registers over the cq channels.
 template <typename T>
 inline __attribute__((always_inline)) void energies(const Line<T>& L, const T* kt, int64_t j0, int64_t rows,
                                                     T* e) {
+  constexpr int64_t chunk = 64 / sizeof(T);
   for (int64_t r = 0; r < rows; ++r) {
     const T* qr = L.q + (j0 + r) * L.step * L.cq;
     T* er = e + r * L.n;
-    std::fill(er, er + L.n, T(0));
-    for (int64_t ch = 0; ch < L.cq; ++ch) {
-      const T qv = qr[ch];
-      const T* kr = kt + ch * L.n;
+    int64_t s0 = 0;
+    for (; s0 + chunk <= L.n; s0 += chunk) {
+      T a[chunk] = {};
+      for (int64_t ch = 0; ch < L.cq; ++ch) {
+        const T qv = qr[ch];
+        const T* kr = kt + ch * L.n + s0;
 #pragma omp simd
-      for (int64_t s = 0; s < L.n; ++s) er[s] += qv * kr[s];
+        for (int64_t cc = 0; cc < chunk; ++cc) a[cc] += qv * kr[cc];
+      }
+      for (int64_t cc = 0; cc < chunk; ++cc) er[s0 + cc] = a[cc];
+    }
+    for (int64_t s = s0; s < L.n; ++s) {
+      T acc = 0;
+      for (int64_t ch = 0; ch < L.cq; ++ch) acc += qr[ch] * kt[ch * L.n + s];
+      er[s] = acc;
     }
   }
 }
@@ -101,7 +112,7 @@ inline __attribute__((always_inline)) void aggregate(const Line<T>& L, const T* 
 
 // Forward over one line. first (the row): stats m, l and acc are written. Otherwise (the column, the
 // query's own position excluded) they are merged in and the output normalised in place.
-template <typename T>
+template <typename T, Isa I>
 inline __attribute__((always_inline)) void line_forward(const Line<T>& L, bool first, T* acc, T* m, T* l,
                                                         T* kt, T* e) {
   for (int64_t s = 0; s < L.n; ++s)
@@ -120,13 +131,7 @@ inline __attribute__((always_inline)) void line_forward(const Line<T>& L, bool f
       for (int64_t s = 0; s < L.n; ++s) mx = std::max(mx, er[s]);
       const int64_t pos = j * L.step;
       const T mnew = first ? mx : std::max(m[pos], mx);
-      T sum = 0;  // (GCC vectorises the inlined exp in this fused form, not as a separate map)
-#pragma omp simd reduction(+ : sum)
-      for (int64_t s = 0; s < L.n; ++s) {
-        const T pv = exp_nonpositive(er[s] - mnew);
-        er[s] = pv;
-        sum += pv;
-      }
+      T sum = exp_shift_sum<I>(er, L.n, mnew);
       if (!first) {
         sum -= er[j];  // the position itself was counted by its row
         er[j] = 0;
@@ -159,7 +164,7 @@ inline __attribute__((always_inline)) void line_forward(const Line<T>& L, bool f
 }
 
 // Backward over one line; `self` says whether the query's own position is among the keys (the row).
-template <typename T>
+template <typename T, Isa I>
 inline __attribute__((always_inline)) void line_backward(const Line<T>& L, bool self, const T* g, const T* lse,
                                                          const T* dsum, T* dq, T* dk, T* dv, T* kt, T* e) {
   for (int64_t s = 0; s < L.n; ++s)
@@ -174,8 +179,7 @@ inline __attribute__((always_inline)) void line_backward(const Line<T>& L, bool 
       const int64_t pos = (j0 + r) * L.step;
       T* __restrict er = e + r * L.n;
       const T shift = lse[pos];
-#pragma omp simd
-      for (int64_t s = 0; s < L.n; ++s) er[s] = exp_nonpositive(er[s] - shift);
+      exp_shift_sum<I>(er, L.n, shift);
       if (!self) er[j0 + r] = 0;
     }
     // de[r][s] = a (g_r . v_s - D_r)
@@ -223,21 +227,21 @@ inline __attribute__((always_inline)) void line_backward(const Line<T>& L, bool 
 }
 
 // The per-line kernels, the unit of work of every thread: float32 is compiled per instruction set.
-#define DIN_FAST_LINE_KERNELS(suffix, target)                                                                   \
+#define DIN_FAST_LINE_KERNELS(suffix, target, isa)                                                              \
   target void line_forward_##suffix(const Line<float>& L, bool first, float* acc, float* m, float* l, float* kt, \
                                     float* e) {                                                                 \
-    line_forward(L, first, acc, m, l, kt, e);                                                                   \
+    line_forward<float, isa>(L, first, acc, m, l, kt, e);                                                       \
   }                                                                                                             \
   target void line_backward_##suffix(const Line<float>& L, bool self, const float* g, const float* lse,         \
                                      const float* dsum, float* dq, float* dk, float* dv, float* kt, float* e) {  \
-    line_backward(L, self, g, lse, dsum, dq, dk, dv, kt, e);                                                    \
+    line_backward<float, isa>(L, self, g, lse, dsum, dq, dk, dv, kt, e);                                        \
   }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-DIN_FAST_LINE_KERNELS(avx512, DIN_FAST_TARGET_AVX512)
-DIN_FAST_LINE_KERNELS(avx2, DIN_FAST_TARGET_AVX2)
+DIN_FAST_LINE_KERNELS(avx512, DIN_FAST_TARGET_AVX512, Isa::kAvx512)
+DIN_FAST_LINE_KERNELS(avx2, DIN_FAST_TARGET_AVX2, Isa::kAvx2)
 #endif
-DIN_FAST_LINE_KERNELS(base, )
+DIN_FAST_LINE_KERNELS(base, , Isa::kBase)
 
 void run_line_forward(const Line<float>& L, bool first, float* acc, float* m, float* l, float* kt, float* e) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -249,7 +253,7 @@ void run_line_forward(const Line<float>& L, bool first, float* acc, float* m, fl
 
 void run_line_forward(const Line<double>& L, bool first, double* acc, double* m, double* l, double* kt,
                       double* e) {
-  line_forward(L, first, acc, m, l, kt, e);
+  line_forward<double, Isa::kBase>(L, first, acc, m, l, kt, e);
 }
 
 void run_line_backward(const Line<float>& L, bool self, const float* g, const float* lse, const float* dsum,
@@ -263,7 +267,7 @@ void run_line_backward(const Line<float>& L, bool self, const float* g, const fl
 
 void run_line_backward(const Line<double>& L, bool self, const double* g, const double* lse, const double* dsum,
                        double* dq, double* dk, double* dv, double* kt, double* e) {
-  line_backward(L, self, g, lse, dsum, dq, dk, dv, kt, e);
+  line_backward<double, Isa::kBase>(L, self, g, lse, dsum, dq, dk, dv, kt, e);
 }
 
 struct Dims {
