@@ -2,7 +2,7 @@
 
 ``IMPLS`` are pytest params that skip with the backend's own reason where an implementation cannot run
 here (e.g. triton without the interpreter). Tolerances are derived from the dtype: ``k`` machine
-epsilons relative to the largest magnitude of the float64 reference result.
+epsilons relative to the magnitude of the float64 reference result (``assert_close_to``).
 """
 
 import pytest
@@ -13,7 +13,7 @@ from din_fast import backends, ops
 from op_inputs import flat, rebuild, requiring_grad
 
 #: Implementations checked on CPU tensors (triton runs under TRITON_INTERPRET=1, set by conftest).
-IMPLS = ("cpp", "triton")
+IMPLS = ("cpp", pytest.param("triton", marks=pytest.mark.triton))
 #: Epsilons of forward error (a few dozen rounding steps per output) and of gradients, which sum
 #: B·H·W terms per parameter.
 FORWARD_EPS, GRAD_EPS = 64, 512
@@ -26,11 +26,24 @@ def skip_unless_runs(op: str, impl: str, dtype: torch.dtype) -> None:
 
 
 def assert_close_to(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, k: int) -> None:
-    """|got − expected| ≤ k·eps(dtype)·(|expected| + max|expected|), with NaNs in the same places."""
+    """|got − expected| ≤ k·eps(dtype)·(|expected| + max(1, max|expected|)), NaNs in the same places.
+
+    The inputs are O(1) (tests/op_inputs.py), so the terms summed into a result are O(1) even where
+    they cancel to a tiny value (e.g. a weight gradient summed over a batch): the absolute part of the
+    tolerance is relative to at least 1."""
     eps = torch.finfo(dtype).eps
-    scale = float(expected.detach().nan_to_num().abs().max())
-    torch.testing.assert_close(got.to(expected.dtype), expected, rtol=k * eps, atol=k * eps * max(scale, 1e-30),
+    scale = max(float(expected.detach().nan_to_num().abs().max()), 1.0)
+    torch.testing.assert_close(got.to(expected.dtype), expected, rtol=k * eps, atol=k * eps * scale,
                                equal_nan=True)
+
+
+def gradcheck(op: str, impl: str, args: list) -> bool:
+    """float64 gradcheck of the public op with backend ``impl``. Under the Triton interpreter every call
+    costs seconds, so there it checks random projections of the Jacobian (fast mode)."""
+    fast = impl == "triton" and not torch.cuda.is_available()
+    with din_fast.use_backend(impl):
+        return torch.autograd.gradcheck(lambda *t: getattr(ops, op)(*rebuild(args, t)), flat(args),
+                                        fast_mode=fast)
 
 
 def run(op: str, impl: str, args: list) -> torch.Tensor:

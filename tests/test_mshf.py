@@ -6,12 +6,16 @@ import torch
 import din_fast
 from din_fast import ops
 from din_fast.models.defian import MSHF
-from impl_checks import IMPLS, assert_close_to, check_backward, check_forward, relayouts, run, skip_unless_runs
+from impl_checks import (IMPLS, assert_close_to, check_backward, check_forward, gradcheck, relayouts, run,
+                         skip_unless_runs)
 from op_inputs import GRAD_SHAPES, mshf_args, requiring_grad
+
+# The Triton interpreter runs each program in Python (about a second per call here): its checks use
+# tiny shapes and fewer cases; on a GPU they run everything.
+INTERPRETED = not torch.cuda.is_available()
 
 # Odd sizes, B > 1, C = 16 and 33; 5×7 is smaller than the largest halo (3), 19×11 spans two row blocks.
 SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=2, c=33, h=19, w=11), dict(b=1, c=16, h=1, w=9)]
-# The interpreter runs each program in Python: tiny shapes only.
 TRITON_SHAPES = [dict(b=2, c=3, h=5, w=7)]
 
 
@@ -45,16 +49,15 @@ def test_layouts(impl, layout):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_gradcheck(impl):
     skip_unless_runs("mshf", impl, torch.float64)
-    x, w, b = requiring_grad(mshf_args(**GRAD_SHAPES["mshf"]))
-    with din_fast.use_backend(impl):
-        assert torch.autograd.gradcheck(ops.mshf, (x, w, b))
+    assert gradcheck("mshf", impl, requiring_grad(mshf_args(**GRAD_SHAPES["mshf"])))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_opcheck(impl):
     skip_unless_runs("mshf", impl, torch.float64)
+    args = requiring_grad(mshf_args(**GRAD_SHAPES["mshf"]))
     with din_fast.use_backend(impl):
-        torch.library.opcheck(torch.ops.din_fast.mshf.default, requiring_grad(mshf_args(**GRAD_SHAPES["mshf"])))
+        torch.library.opcheck(torch.ops.din_fast.mshf.default, args)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -65,6 +68,8 @@ def test_constant_input_follows_autograd_of_reference(impl, dtype, zero_bias):
     image, where autograd of the reference gives NaN gradients; the fused op must give NaN at exactly
     the same entries (and the same finite values elsewhere). With random biases all is finite."""
     skip_unless_runs("mshf", impl, dtype)
+    if impl == "triton" and INTERPRETED and (dtype != torch.float64 or not zero_bias):
+        pytest.skip("interpreter: the float64 zero-bias case covers the NaN pattern")
     m = MSHF(4).to(dtype)
     if zero_bias:
         with torch.no_grad():
