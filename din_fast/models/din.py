@@ -93,7 +93,50 @@ class AsyCA(nn.Module):
                          self.conv_dc.bias, self.conv_ic.weight, self.conv_ic.bias)
 
 
-class DIN(SRModel):
+def _check_body_args(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if values["num_features"] % values["reduction"]:
+        raise ValueError(f"num_features ({values['num_features']}) must be divisible by reduction "
+                         f"({values['reduction']})")
+
+
+class _InterleavedNet(SRModel):
+    """The interleaved multi-branch body shared by DIN and the restoration models (journal eqs. 13-16):
+    M branches of D WRDBs, AsyCA at the interleaved nodes, and global feature fusion (one 1x1 conv, or
+    two with ``two_gff``). Subclasses add ``head`` and the reconstruction."""
+
+    def _build_body(self, f: int, growth_rate: int, branches: int, blocks: int, rdbs: int, reduction: int,
+                    two_gff: bool) -> None:
+        self.branches = nn.ModuleList(
+            nn.ModuleList(WRDB(f, growth_rate, rdbs) for _ in range(blocks)) for _ in range(branches))
+        self.fusions = nn.ModuleList(
+            nn.ModuleList(AsyCA(f, reduction) for _ in range(blocks)) for _ in range(branches - 1))
+        self.gff1 = nn.Conv2d(branches * f, f, 1)
+        self.gff2 = nn.Conv2d(blocks * f, f, 1) if two_gff else None
+
+    def _interleave(self, f0: torch.Tensor) -> torch.Tensor:
+        """Fused global feature of the body for shallow features ``f0`` (without the ``f0`` skip)."""
+        branch_ends = []
+        prev: list[torch.Tensor] = []
+        for m, wrdbs in enumerate(self.branches):
+            cur: list[torch.Tensor] = []
+            for d, wrdb in enumerate(wrdbs):
+                if m == 0:
+                    inp = f0 if d == 0 else cur[-1]
+                else:  # the official code fuses B[m−1][1] with itself at d = 0
+                    inp = self.fusions[m - 1][d](prev[d], prev[0] if d == 0 else cur[-1])
+                cur.append(wrdb(inp))
+            branch_ends.append(cur[-1])
+            prev = cur
+        g = self.gff1(F.leaky_relu(torch.cat(branch_ends, dim=1), SLOPE))
+        if self.gff2 is not None:
+            g = g + self.gff2(F.leaky_relu(torch.cat(prev[:-1] + [f0], dim=1), SLOPE))
+        return g
+
+
+class DIN(_InterleavedNet):
     """Deep interleaved network.
 
     Args:
@@ -111,45 +154,23 @@ class DIN(SRModel):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
         check_scale(scale, VARIANTS[variant], f"DIN ({variant})")
-        for name, value in (("num_features", num_features), ("growth_rate", growth_rate), ("branches", branches),
-                            ("blocks", blocks), ("rdbs", rdbs), ("reduction", reduction)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if num_features % reduction:
-            raise ValueError(f"num_features ({num_features}) must be divisible by reduction ({reduction})")
+        _check_body_args(num_features=num_features, growth_rate=growth_rate, branches=branches, blocks=blocks,
+                         rdbs=rdbs, reduction=reduction)
         self.model_name = "din" if variant == "journal" else "din-ijcai"
         self.scale = scale
         self.config = dict(num_features=num_features, growth_rate=growth_rate, branches=branches, blocks=blocks,
                            rdbs=rdbs, reduction=reduction, variant=variant)
         f = num_features
         self.head = nn.Conv2d(3, f, 3, padding=1)
-        self.branches = nn.ModuleList(
-            nn.ModuleList(WRDB(f, growth_rate, rdbs) for _ in range(blocks)) for _ in range(branches))
-        self.fusions = nn.ModuleList(
-            nn.ModuleList(AsyCA(f, reduction) for _ in range(blocks)) for _ in range(branches - 1))
-        self.gff1 = nn.Conv2d(branches * f, f, 1)
-        self.gff2 = nn.Conv2d(blocks * f, f, 1) if variant == "journal" else None
+        self._build_body(f, growth_rate, branches, blocks, rdbs, reduction, two_gff=variant == "journal")
         self.upsampler = nn.Sequential(*pixel_shuffle_layers(f, scale, bias=True), nn.Conv2d(f, 3, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
         f0 = self.head(x)
-        branch_ends = []
-        prev: list[torch.Tensor] = []
-        for m, wrdbs in enumerate(self.branches):
-            cur: list[torch.Tensor] = []
-            for d, wrdb in enumerate(wrdbs):
-                if m == 0:
-                    inp = f0 if d == 0 else cur[-1]
-                else:  # the official code fuses B[m−1][1] with itself at d = 0
-                    inp = self.fusions[m - 1][d](prev[d], prev[0] if d == 0 else cur[-1])
-                cur.append(wrdb(inp))
-            branch_ends.append(cur[-1])
-            prev = cur
-        g = self.gff1(F.leaky_relu(torch.cat(branch_ends, dim=1), SLOPE))
+        g = self._interleave(f0)
         if self.gff2 is None:
             return self.upsampler(f0 + g)
-        g = g + self.gff2(F.leaky_relu(torch.cat(prev[:-1] + [f0], dim=1), SLOPE))
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return self.upsampler(g) + base
 
@@ -188,3 +209,58 @@ class DIN(SRModel):
                         for suffix in ("weight", "bias"):
                             same(f"fusions.{m - 1}.{d}.{conv}.{suffix}", f"AsyCA{m + 1}_{d + 1}.{conv}.{suffix}")
         return entries
+
+
+#: DIN's restoration tasks (journal §3.5): the head and reconstruction of each.
+RESTORATION_TASKS = ("deblur", "dehaze", "derain")
+
+
+class DINRestoration(_InterleavedNet):
+    """DIN for same-size image restoration (journal §3.4-3.5): motion deblurring, dehazing, deraining.
+
+    The interleaved body and its two GFF convs are DIN's (journal variant); only the ends differ::
+
+        deblur, dehaze:  F0 = conv8x8/4(conv3x3(I))     (features at 1/4 resolution)
+                         out = conv3x3(PS2(conv(PS2(conv(G))))) + I      (4x sub-pixel reconstruction)
+        derain:          F0 = conv3x3(I),   out = conv3x3(G) + I
+
+    with ``G = IMBF(F0)`` and the global residual ``+ I`` of journal eq. 19. The strided head needs sides
+    divisible by 4: other sizes are padded by edge replication to the next multiple of 4 and the
+    output is cropped back, so any (B, 3, H, W) in gives (B, 3, H, W) out. There are no official
+    restoration checkpoints (the authors' repository has SR code only).
+
+    Args:
+        task: ``"deblur"``, ``"dehaze"`` or ``"derain"``.
+        scale: must be 1 (restoration keeps the size).
+        num_features, growth_rate, branches, blocks, rdbs, reduction: as for ``DIN``.
+    """
+
+    def __init__(self, task: str = "derain", scale: int = 1, num_features: int = 64, growth_rate: int = 32,
+                 branches: int = 4, blocks: int = 5, rdbs: int = 3, reduction: int = 4) -> None:
+        super().__init__()
+        if task not in RESTORATION_TASKS:
+            raise ValueError(f"task must be one of {', '.join(RESTORATION_TASKS)}; got {task!r}")
+        check_scale(scale, (1,), f"DIN {task}")
+        _check_body_args(num_features=num_features, growth_rate=growth_rate, branches=branches, blocks=blocks,
+                         rdbs=rdbs, reduction=reduction)
+        self.model_name = f"din-{task}"
+        self.scale = 1
+        self.config = dict(task=task, num_features=num_features, growth_rate=growth_rate, branches=branches,
+                           blocks=blocks, rdbs=rdbs, reduction=reduction)
+        f = num_features
+        self.strided = task in ("deblur", "dehaze")
+        if self.strided:  # padding 2: an 8x8 window at stride 4 maps H to H / 4 exactly
+            self.head = nn.Sequential(nn.Conv2d(3, f, 3, padding=1), nn.Conv2d(f, f, 8, stride=4, padding=2))
+        else:
+            self.head = nn.Conv2d(3, f, 3, padding=1)
+        self._build_body(f, growth_rate, branches, blocks, rdbs, reduction, two_gff=True)
+        tail: list[nn.Module] = pixel_shuffle_layers(f, 4, bias=True) if self.strided else []
+        self.tail = nn.Sequential(*tail, nn.Conv2d(f, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x)
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h % 4, -w % 4) if self.strided else (0, 0)
+        inp = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        out = self.tail(self._interleave(self.head(inp))) + inp
+        return out[..., :h, :w]

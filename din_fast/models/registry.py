@@ -9,7 +9,7 @@ from typing import Any
 from din_fast.models.blocks import SRModel
 from din_fast.models.cirn import CIRN
 from din_fast.models.defian import DeFiAN
-from din_fast.models.din import DIN
+from din_fast.models.din import DIN, DINRestoration
 from din_fast.models.drfn import DRFN
 
 
@@ -47,13 +47,18 @@ def model_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, scale: int = 4, **overrides: Any) -> SRModel:
+def create_model(name: str, scale: int | None = None, **overrides: Any) -> SRModel:
     """Build model ``name`` for ``scale`` with random weights.
+
+    ``scale=None`` means 4 for the SR models and 1 for the same-size restoration models (``din-deblur``,
+    ``din-dehaze``, ``din-derain``), whose only scale is 1.
 
     ``overrides`` change the architecture (e.g. ``num_features=32`` for DIN, ``channels=16`` for DeFiAN);
     any constructor argument of the model class is accepted, the documented ones are in ``ModelEntry``.
     """
     entry = model_entry(name)
+    if scale is None:
+        scale = 4 if 4 in entry.scales else entry.scales[0]
     if scale not in entry.scales:
         raise ValueError(f"model {name!r} supports scales {', '.join(map(str, entry.scales))}; got scale={scale!r}")
     allowed = set(entry.builder.__init__.__code__.co_varnames[1:entry.builder.__init__.__code__.co_argcount])
@@ -85,3 +90,13 @@ register_model("cirn", ModelEntry(
 register_model("drfn", ModelEntry(
     DRFN, (2, 3, 4), "DRFN (C=64, G=16 RAGs of M=8 one-conv residual blocks, CBAM attention; 5.2M at x4)",
     ("channels", "groups", "blocks", "block_convs", "reduction")))
+_DIN_OVERRIDES = ("num_features", "growth_rate", "branches", "blocks", "rdbs", "reduction")
+register_model("din-deblur", ModelEntry(
+    DINRestoration, (1,), "DIN for motion deblurring (journal §3.5: 3x3 + 8x8/4 conv head, 4x sub-pixel tail)",
+    _DIN_OVERRIDES, dict(task="deblur")))
+register_model("din-dehaze", ModelEntry(
+    DINRestoration, (1,), "DIN for dehazing (journal §3.5: 3x3 + 8x8/4 conv head, 4x sub-pixel tail)",
+    _DIN_OVERRIDES, dict(task="dehaze")))
+register_model("din-derain", ModelEntry(
+    DINRestoration, (1,), "DIN for deraining (journal §3.5: 3x3 conv head and tail)", _DIN_OVERRIDES,
+    dict(task="derain")))
