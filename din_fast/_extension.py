@@ -17,6 +17,8 @@ if os.environ.get("DIN_FAST_DISABLE_EXT") == "1":
     _ERROR = "disabled by DIN_FAST_DISABLE_EXT=1"
 else:
     try:
+        import torch  # noqa: F401  (_C links against libc10/libtorch, which importing torch loads first)
+
         from din_fast import _C  # noqa: F401  (import runs the static kernel registrations)
 
         _LOADED = True

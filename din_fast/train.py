@@ -36,7 +36,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from din_fast._atomic import atomic_path
 from din_fast.data import DEFAULT_CACHE_BYTES, SRDataset, StepSampler, load_validation_pairs
 from din_fast.metrics import psnr, quantize
 from din_fast.models.blocks import SRModel
@@ -258,19 +258,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -342,7 +329,8 @@ class _Log:
             axes[1].plot(*zip(*val), marker="o")
         axes[1].set(xlabel="step", ylabel="Y-PSNR (dB)", title="validation")
         fig.tight_layout()
-        _atomic_write(self.plot_path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+        with atomic_path(self.plot_path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
         plt.close(fig)
 
 
@@ -438,10 +426,11 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
 
     if main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".tmp-*"):  # left by a run killed while writing
+        for stale in run_dir.glob(".*.tmp*"):  # din_fast._atomic temporaries left by a run killed mid-write
             stale.unlink()
         saved = {**dataclasses.asdict(config), "betas": list(config.betas), "resume": False}
-        _atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(saved, sort_keys=False)))
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            Path(tmp).write_text(yaml.safe_dump(saved, sort_keys=False))
         log = _Log(run_dir, step)
         if dataset.skipped:
             print(f"din-fast train: skipped {len(dataset.skipped)} unreadable image(s)", file=sys.stderr)
@@ -458,13 +447,10 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(device),
                  "next_sample": next_sample, "global_batch": global_batch, "best_psnr": best_psnr}
-        def write_state(tmp: str) -> None:
-            with open(tmp, "wb") as f:  # a file object: torch.save names its zip records after a path
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-
-        _atomic_write(state_path, write_state)
+        with atomic_path(state_path) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)  # a file object: torch.save would name its zip records after the temp path
+            f.flush()
+            os.fsync(f.fileno())
         log.plot()
 
     from tqdm import tqdm

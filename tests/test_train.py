@@ -207,3 +207,14 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     assert len(ddp_loss) == len(single_loss) == 3
     np.testing.assert_allclose(ddp_loss[0], single_loss[0], rtol=8 * np.finfo(np.float32).eps)
     np.testing.assert_allclose(ddp_loss, single_loss, rtol=1e-4)
+
+
+def test_a_fresh_process_loads_the_extension_too():
+    """`din-fast train` starts by importing din_fast, not torch: the compiled kernels must still load
+    (they link against libtorch, which only importing torch first makes available)."""
+    if not din_fast._extension.has_ops():
+        pytest.skip("din_fast._C is not built in this install")
+    run = subprocess.run([sys.executable, "-c", "import din_fast, sys; sys.exit(0 if din_fast._extension.has_ops() "
+                          "else din_fast._extension.load_error())"], env=subprocess_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
