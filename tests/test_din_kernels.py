@@ -19,8 +19,15 @@ def _runnable(impl: str) -> bool:
     return all(backends.unavailable_reason(op, impl, "cpu", torch.float32) is None for op in DIN_OPS)
 
 
-IMPLS = [pytest.param(impl, marks=pytest.mark.skipif(not _runnable(impl), reason=f"{impl} cannot run here"))
-         for impl in ("cpp",)]
+def _impls(*names):
+    return [pytest.param(impl, marks=pytest.mark.skipif(not _runnable(impl), reason=f"{impl} cannot run here"))
+            for impl in names]
+
+
+#: The implementations that run on CPU tensors here; Triton runs in the interpreter (slow, so it gets
+#: its own, smaller cases below).
+IMPLS = _impls("cpp")
+TRITON = _impls("triton")
 
 #: Shapes with odd H and W, B > 1 and C not a multiple of 8 (nor of the SIMD width).
 SHAPES = {"asyca": [dict(b=3, c=12, h=7, w=9, reduction=4), dict(b=2, c=5, h=1, w=13, reduction=5)],
@@ -55,8 +62,10 @@ def _relayout(op, args, layouts):
 
 
 def _tol(dtype: torch.dtype, terms: int) -> float:
-    """Relative error bound of a float sum of ``terms`` O(1) terms: a few ulps times sqrt(terms)."""
-    return 8 * torch.finfo(dtype).eps * math.sqrt(terms)
+    """Relative error bound: rounding the result to ``dtype`` (2 ulps) plus a sum of ``terms`` O(1)
+    terms in the accumulation dtype (float64 for float64, else float32: a few ulps times sqrt(terms))."""
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    return 2 * torch.finfo(dtype).eps + 8 * torch.finfo(acc).eps * math.sqrt(terms)
 
 
 def _assert_close(got, expected64, dtype, terms):
@@ -80,15 +89,13 @@ CASES = [(op, i, layouts) for op in DIN_OPS for i in range(len(SHAPES[op]))
          for layouts in (("contiguous",), ("channels_last",), ("transposed",), ("channels_last", "contiguous"))]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("op,shape_index,layouts", CASES)
-def test_forward_and_backward_match_float64_reference(impl, dtype, op, shape_index, layouts):
-    shape = SHAPES[op][shape_index]
-    args64 = ARGS[op](**shape)
+def _check_against_reference(impl, dtype, op, shape, layouts):
+    """Forward and every gradient of ``impl`` in ``dtype`` against the float64 reference evaluated on
+    the same (dtype-rounded) inputs."""
+    args64 = _cast(_cast(ARGS[op](**shape), dtype), torch.float64)
     fused = OPS[op]
     expected = fused.reference(*args64)
-    grad64 = torch.randn_like(expected)
+    grad64 = torch.randn_like(expected).to(dtype).double()
     expected_grads = flat(list(fused.reference_backward(grad64, *args64)))
 
     args = _relayout(op, _cast(args64, dtype), layouts)
@@ -111,10 +118,31 @@ def test_forward_and_backward_match_float64_reference(impl, dtype, op, shape_ind
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("op,shape_index,layouts", CASES)
+def test_forward_and_backward_match_float64_reference(impl, dtype, op, shape_index, layouts):
+    _check_against_reference(impl, dtype, op, SHAPES[op][shape_index], layouts)
+
+
+#: Interpreter-sized cases: odd sizes, B > 1, C not a power of two; k = 7 > 6 runs dwc_sum in two chunks.
+TRITON_SHAPES = {"asyca": [dict(b=2, c=5, h=3, w=5, reduction=5)],
+                 "dwc_sum": [dict(k=3, b=2, c=5, h=3, w=5), dict(k=7, b=1, c=3, h=2, w=3)]}
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("impl", TRITON)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("layouts", [("contiguous",), ("channels_last", "transposed")])
+@pytest.mark.parametrize("op,shape_index", [(op, i) for op in DIN_OPS for i in range(len(TRITON_SHAPES[op]))])
+def test_triton_matches_float64_reference(impl, dtype, layouts, op, shape_index):
+    _check_against_reference(impl, dtype, op, TRITON_SHAPES[op][shape_index], layouts)
+
+
+@pytest.mark.parametrize("impl", IMPLS + TRITON)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_asyca_same_tensor_twice(impl, layout):
     """DIN's first node of each branch: x1 is x2, the output is x1 and gradients flow to it twice."""
-    x, _, *params = ARGS["asyca"](b=2, c=12, h=5, w=7)
+    x, _, *params = ARGS["asyca"](b=2, c=6, h=3, w=5)
     x = _layout(x, layout)
     fused = OPS["asyca"]
     out = fused.implementation(impl, backward=False)(x, x, *params)
@@ -136,7 +164,7 @@ def test_gradcheck(impl, op, layout):
         assert torch.autograd.gradcheck(lambda *t: fn(*rebuild(args, t)), flat(args))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS + TRITON)
 @pytest.mark.parametrize("op", DIN_OPS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_opcheck(impl, op, layout):
@@ -164,7 +192,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS + TRITON)
 @pytest.mark.parametrize("backward", [False, True])
 @pytest.mark.parametrize("op,mutate,message", BAD)
 def test_kernels_reject_bad_input(impl, backward, op, mutate, message):
@@ -178,7 +206,7 @@ def test_kernels_reject_bad_input(impl, backward, op, mutate, message):
         fn(*args)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS + TRITON)
 @pytest.mark.parametrize("op", DIN_OPS)
 def test_kernels_reject_unsupported_dtype_and_bad_grad(impl, op):
     fused = OPS[op]
@@ -199,3 +227,30 @@ def test_device_mismatch_is_reported(op):
     with pytest.raises(ValueError, match="is on meta"):
         getattr(din_fast.ops, op)(*rebuild(args, tensors))
 
+
+
+@pytest.mark.parametrize("op", DIN_OPS)
+def test_public_call_checks_arguments_once(op, monkeypatch):
+    """The wrapper checks, and the router it calls does not check again (the check is a large part
+    of an op call at DIN's small shapes); forward and backward each check once."""
+    fused = OPS[op]
+    calls = []
+    check = fused.check
+    monkeypatch.setattr(fused, "check", lambda *a: calls.append(1) or check(*a))
+    args = requiring_grad(ARGS[op]())
+    out = getattr(din_fast.ops, op)(*args)
+    assert len(calls) == 1
+    out.sum().backward()
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("op,mutate,message", [BAD[0], BAD[11]])
+def test_router_still_checks_direct_calls(op, mutate, message):
+    """After a checked call through the wrapper, direct torch.ops calls (forward and backward) are checked."""
+    good = ARGS[op]()
+    getattr(din_fast.ops, op)(*good)
+    bad = mutate(ARGS[op]())
+    with pytest.raises(ValueError, match=message):
+        getattr(torch.ops.din_fast, op)(*bad)
+    with pytest.raises(ValueError, match=message):
+        getattr(torch.ops.din_fast, f"{op}_backward")(torch.zeros_like(flat(good)[0]), *bad)

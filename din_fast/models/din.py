@@ -17,12 +17,15 @@ residuals and depthwise terms are folded into one ``dwc_sum`` per state.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from din_fast import ops
+from din_fast import backends, ops
 from din_fast.models.blocks import SRModel, check_image_batch, check_scale, pixel_shuffle_layers
+from din_fast.ops._library import empty_like_format
 
 VARIANTS = {"journal": (2, 3, 4, 8), "ijcai": (2, 3, 4)}
 #: The LeakyReLU slope used everywhere in DIN.
@@ -31,9 +34,71 @@ SLOPE = 0.2
 RES_SCALE = 0.1
 
 
+def _dense_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """The RDB body on one channel buffer: conv_i reads channels [0, C + (i−1)G) and writes its
+    activated output to the next G channels, so no feature is copied more than once.
+
+    Returns (y6, buffer); the buffer (B, C + 5G, H, W) holds [x, y1, ..., y5] in the layout of x.
+    """
+    c, g = x.shape[1], weights[0].shape[0]
+    width = c + (len(weights) - 1) * g
+    shape = (x.shape[0], width, x.shape[2], x.shape[3])
+    buf = empty_like_format(x, shape)
+    buf[:, :c] = x
+    for i, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):
+        start = c + i * g
+        buf[:, start:start + g] = F.leaky_relu(F.conv2d(buf[:, :start], w, b, padding=1), SLOPE)
+    return F.conv2d(buf, weights[-1], biases[-1], padding=1), buf
+
+
+class _DenseBody(torch.autograd.Function):
+    """Autograd of ``_dense_forward`` that saves only the channel buffer.
+
+    Plain autograd over the concatenations would keep every concatenated input and activation
+    (C + (C+G) + ... + (C+5G) channels, plus 5G for the LeakyReLUs); this keeps C + 5G. The backward
+    walks the convs in reverse, accumulating the input gradient of each conv into the matching
+    channels of one gradient buffer; LeakyReLU's derivative is read off the stored outputs (y > 0
+    exactly where its input was > 0, since the slope is positive).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        weights, biases = list(params[0::2]), list(params[1::2])
+        y6, buf = _dense_forward(x, weights, biases)
+        ctx.save_for_backward(buf, *weights)
+        ctx.channels = x.shape[1]
+        return y6
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        buf, *weights = ctx.saved_tensors
+        c, g = ctx.channels, weights[0].shape[0]
+        grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
+
+        def conv_backward(gy: torch.Tensor, inp: torch.Tensor, i: int) -> torch.Tensor:
+            w = weights[i].to(inp.dtype)  # under autocast the forward ran the convs in inp's dtype
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                gy.to(inp.dtype), inp, w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                [True, True, True])
+            grads[2 * i], grads[2 * i + 1] = gw, gb
+            return gx
+
+        gbuf = conv_backward(grad, buf, len(weights) - 1)
+        for i in reversed(range(len(weights) - 1)):
+            start = c + i * g
+            gy = torch.ops.aten.leaky_relu_backward(gbuf[:, start:start + g], buf[:, start:start + g], SLOPE, True)
+            gbuf[:, :start] += conv_backward(gy, buf[:, :start], i)
+        return (gbuf[:, :c], *grads)
+
+
 class RDB(nn.Module):
     """Residual dense block body: five 3x3 convs growing by G with LeakyReLU, then a 3x3 conv back
-    to C. Returns conv6's output y6; the residual ``x + 0.1·y6`` is folded by the WRDB."""
+    to C. Returns conv6's output y6; the residual ``x + 0.1·y6`` is folded by the WRDB.
+
+    With the reference backend the dense connections are the official ``torch.cat`` of all previous
+    features; otherwise every conv reads a growing slice of one preallocated buffer (``_DenseBody``).
+    """
 
     def __init__(self, channels: int, growth: int) -> None:
         super().__init__()
@@ -41,6 +106,8 @@ class RDB(nn.Module):
         self.convs.append(nn.Conv2d(channels + 5 * growth, channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if backends.resolve("dwc_sum", x.device, x.dtype) != "reference":
+            return _DenseBody.apply(x, *(t for conv in self.convs for t in (conv.weight, conv.bias)))
         feats = [x]
         for conv in self.convs[:-1]:
             feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), SLOPE))

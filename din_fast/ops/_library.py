@@ -23,6 +23,7 @@ else contiguous); each gradient has the format of its input.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ from din_fast import backends
 
 LIB = torch.library.Library("din_fast", "DEF")
 OPS: dict[str, FusedOp] = {}
+# Set while FusedOp.__call__ (or autograd) runs the op on arguments it has just checked (or that were
+# checked in the forward), so that the router does not check them a second time: at DIN's small
+# shapes the Python check is a sizeable part of an op's cost. Thread-local because dispatch is.
+_checked = threading.local()
 
 
 def memory_format_of(t: torch.Tensor) -> torch.memory_format:
@@ -118,6 +123,7 @@ class FusedOp:
         params = rest.rsplit(")", 1)[0]
         self.reference = reference
         self.check = check
+        self._implementations: dict[tuple[str, bool], Callable[..., Any]] = {}
         self.output_shape = output_shape
         arg_types = [p.strip().split(" ")[0] for p in params.split(",")]
         grad_types = ", ".join("Tensor[]" if t == "Tensor[]" else "Tensor" for t in arg_types)
@@ -164,7 +170,24 @@ class FusedOp:
         x = _first_tensor(args)
         if backends.resolve(self.name, x.device, x.dtype) == "reference":
             return self.reference(*args)
-        return self.op(*args)
+        return self._call_checked(self.op, args)
+
+    @staticmethod
+    def _call_checked(op: Callable[..., Any], args: Sequence[Any]) -> Any:
+        """``op(*args)`` with the router's argument check skipped (the caller has checked them)."""
+        if torch.compiler.is_compiling():  # traced code runs the router later, outside this call
+            return op(*args)
+        _checked.active = True
+        try:
+            return op(*args)
+        finally:
+            _checked.active = False
+
+    def _check_unless_checked(self, args: Sequence[Any]) -> None:
+        if getattr(_checked, "active", False):
+            _checked.active = False  # covers this router call only; anything nested checks again
+        else:
+            self.check(*args)
 
     # -- implementations ----------------------------------------------------------------------
     def reference_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
@@ -174,7 +197,15 @@ class FusedOp:
             return tuple(vjp(grad))
 
     def implementation(self, impl: str, backward: bool) -> Callable[..., Any]:
-        """The callable of implementation ``impl`` (forward or backward)."""
+        """The callable of implementation ``impl`` (forward or backward); looked up once, then cached
+        (the routers call this on every op call)."""
+        key = (impl, backward)
+        fn = self._implementations.get(key)
+        if fn is None:
+            fn = self._implementations[key] = self._lookup(impl, backward)
+        return fn
+
+    def _lookup(self, impl: str, backward: bool) -> Callable[..., Any]:
         suffix = "_backward" if backward else ""
         if impl == "reference":
             return self.reference_backward if backward else self.reference
@@ -186,13 +217,13 @@ class FusedOp:
         raise ValueError(f"unknown implementation {impl!r}")
 
     def _route_forward(self, *args: Any) -> torch.Tensor:
-        self.check(*args)
+        self._check_unless_checked(args)
         x = _first_tensor(args)
         impl = backends.resolve(self.name, x.device, x.dtype)
         return _formatted(self.implementation(impl, backward=False)(*args), x)
 
     def _route_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
-        self.check(*args)
+        self._check_unless_checked(args)
         x = _first_tensor(args)
         impl = backends.resolve(self.name, x.device, x.dtype)
         grads = self.implementation(impl, backward=True)(grad, *args)
@@ -216,5 +247,5 @@ class FusedOp:
         ctx.save_for_backward(*tensors)
 
     def _autograd_backward(self, ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        args = _unflatten(ctx.saved_tensors, ctx.spec)
-        return tuple(self.backward_op(grad, *args))
+        args = _unflatten(ctx.saved_tensors, ctx.spec)  # checked when the forward ran
+        return tuple(self._call_checked(self.backward_op, (grad, *args)))
