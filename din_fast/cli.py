@@ -25,10 +25,31 @@ def _train(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _upscale(args: argparse.Namespace) -> int:
+    from din_fast.upscale_command import run_cli
+
+    return run_cli(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from din_fast.eval_command import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="din-fast", description="Fast DIN / DeFiAN super-resolution.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
+    from din_fast.eval_command import add_arguments as add_eval_arguments
+    from din_fast.upscale_command import add_arguments as add_upscale_arguments
+
+    upscale = sub.add_parser("upscale", help="super-resolve image files and folders")
+    add_upscale_arguments(upscale)
+    upscale.set_defaults(func=_upscale)
+    evaluate = sub.add_parser("eval", help="PSNR / SSIM (Y channel) of a model on a folder of HR images")
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=_eval)
     info = sub.add_parser("info", help="versions, the compiled extension and the implementation of each op")
     info.set_defaults(func=_info)
     from din_fast.bench import add_arguments as add_bench_arguments
@@ -55,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line for users; --debug shows the traceback
         if args.debug:
             raise
-        print(f"din-fast {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the exception holds
+        print(f"din-fast {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 
