@@ -12,5 +12,4 @@ __version__ = "0.1.0"
 
 __all__ = ["CIRN", "DIN", "DRFN", "CheckpointError", "DeFiAN", "OptimizedModel", "SRModel", "__version__",
            "create_model", "from_official", "get_backend", "list_models", "load_model", "ops", "optimize", "set_backend",
-           "upscale",
-           "use_backend"]
+           "upscale", "use_backend"]

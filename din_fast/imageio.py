@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from din_fast._atomic import atomic_path
 
 __all__ = ["FORMATS", "ImageData", "find_images", "format_for", "read_image", "write_image"]
 
@@ -212,12 +213,6 @@ def _encode_png16(arr: np.ndarray, icc_profile: bytes | None) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor | None = None, *,
                 grey: bool = False, bits: int = 8, format: str | None = None,
                 icc_profile: bytes | None = None) -> None:
@@ -256,24 +251,16 @@ def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor 
         bits = 8
     arr = _quantise(planes, bits)
 
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if bits == 16 and fmt == "PNG":
-                f.write(_encode_png16(arr, icc_profile))
-            else:
-                # Pillow infers L / LA / RGB / RGBA from uint8 layouts and I;16 from 2-D uint16
-                im = Image.fromarray(arr[..., 0].astype("<u2") if bits == 16 else
-                                     (arr[..., 0] if arr.shape[2] == 1 else arr))
-                if fmt == "WEBP" and im.mode == "L":
-                    im = im.convert("RGB")
-                options: dict = {"icc_profile": icc_profile} if icc_profile and fmt != "BMP" else {}
-                if fmt in ("JPEG", "WEBP"):
-                    options["quality"] = 95
-                im.save(f, format=fmt, **options)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        if bits == 16 and fmt == "PNG":
+            Path(tmp).write_bytes(_encode_png16(arr, icc_profile))
+        else:
+            # Pillow infers L / LA / RGB / RGBA from uint8 layouts and I;16 from 2-D uint16
+            im = Image.fromarray(arr[..., 0].astype("<u2") if bits == 16 else
+                                 (arr[..., 0] if arr.shape[2] == 1 else arr))
+            if fmt == "WEBP" and im.mode == "L":
+                im = im.convert("RGB")
+            options: dict = {"icc_profile": icc_profile} if icc_profile and fmt != "BMP" else {}
+            if fmt in ("JPEG", "WEBP"):
+                options["quality"] = 95
+            im.save(tmp, format=fmt, **options)

@@ -201,10 +201,11 @@ def run_cli(args: argparse.Namespace) -> int:
         fast = optimize(model, dtype=dtype)
         mine = shard(jobs, rank, world)
         stats = torch.zeros(3, dtype=torch.float64)  # images, input MP, output MP
+        quiet = None if rank == 0 else True  # bars on a terminal (None: tqdm decides), from rank 0 only
         start = time.perf_counter()
         with use_backend(args.backend) if args.backend else nullcontext(), \
-                tqdm(total=len(mine), unit="img", disable=None, position=0) as image_bar, \
-                tqdm(unit="tile", disable=None, leave=False, position=1) as tile_bar:
+                tqdm(total=len(mine), unit="img", disable=quiet, position=0) as image_bar, \
+                tqdm(unit="tile", disable=quiet, leave=False, position=1) as tile_bar:
             for job in mine:
                 image_bar.set_postfix_str(job.source.name)
                 mp_in, mp_out = _upscale_file(fast, job, args.tile, args.tile_overlap, args.self_ensemble,

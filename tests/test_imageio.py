@@ -164,7 +164,8 @@ def test_corrupt_and_missing_files(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def broken_save(self, fp, *args, **kwargs):
-        fp.write(b"partial")
+        with open(fp, "wb") as f:
+            f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
