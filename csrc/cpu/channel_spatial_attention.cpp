@@ -39,18 +39,102 @@ struct Sizes {
   int64_t hw() const { return h * w; }
 };
 
+// The row loops of the passes, compiled per ISA level (DIN_FAST_MULTIVERSION, common.h): the
+// parallel_for lambdas call these, since a lambda body would get only the baseline build.
+template <typename T>
+DIN_FAST_INLINE void plane_reduce(const T* p, int64_t n, T* sum_out, T* max_out) {
+  T sum = 0, best = p[0];
+#pragma omp simd reduction(+ : sum) reduction(max : best)
+  for (int64_t i = 0; i < n; ++i) {
+    sum += p[i];
+    best = p[i] > best ? p[i] : best;  // (the select form vectorises without -ffinite-math-only)
+  }
+  *sum_out = sum;
+  *max_out = best;
+}
+
+template <typename T>
+DIN_FAST_INLINE void pixel_accumulate(const T* xp, T ac, int64_t n, T* sum, T* best) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = ac * xp[i];
+    sum[i] += v;
+    best[i] = v > best[i] ? v : best[i];
+  }
+}
+
+template <typename T>
+DIN_FAST_INLINE void pixel_accumulate_grad(const T* xp, const T* gp, T ac, int32_t c, int64_t n, T* sum, T* best,
+                                           T* dot, int32_t* arg) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = ac * xp[i];
+    sum[i] += v;
+    dot[i] += gp[i] * v;
+    const bool more = v > best[i];
+    arg[i] = more ? c : arg[i];
+    best[i] = more ? v : best[i];
+  }
+}
+
+template <typename T>
+DIN_FAST_INLINE void apply_row(T* yp, const T* sp, const T* xp, const T* kp, T ac, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) yp[i] = sp[i] * ac * xp[i] + kp[i];
+}
+
+// dx' = g s + dmean / C + [arg = c] dmax; out = a dx'; returns sum dx' x.
+template <typename T>
+DIN_FAST_INLINE T input_grad_row(T* out, const T* xr, const T* gr, const T* sp, const T* dmean, const T* dmax,
+                                 const int32_t* arg, int32_t c, T ac, T inv_c, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) {
+    const T dxq = gr[i] * sp[i] + dmean[i] * inv_c + (arg[i] == c ? dmax[i] : T(0));
+    acc += dxq * xr[i];
+    out[i] = ac * dxq;
+  }
+  return acc;
+}
+
+template <typename T>
+DIN_FAST_INLINE void add_row(T* out, T shift, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] += shift;
+}
+
+#define DIN_FAST_CSA_ROWS(T)                                                                                  \
+  DIN_FAST_MULTIVERSION void plane_reduce_k(const T* p, int64_t n, T* sum, T* mx) {                           \
+    plane_reduce<T>(p, n, sum, mx);                                                                           \
+  }                                                                                                           \
+  DIN_FAST_MULTIVERSION void pixel_accumulate_k(const T* xp, T ac, int64_t n, T* sum, T* best) {              \
+    pixel_accumulate<T>(xp, ac, n, sum, best);                                                                \
+  }                                                                                                           \
+  DIN_FAST_MULTIVERSION void pixel_accumulate_grad_k(const T* xp, const T* gp, T ac, int32_t c, int64_t n,     \
+                                                     T* sum, T* best, T* dot, int32_t* arg) {                 \
+    pixel_accumulate_grad<T>(xp, gp, ac, c, n, sum, best, dot, arg);                                          \
+  }                                                                                                           \
+  DIN_FAST_MULTIVERSION void apply_row_k(T* yp, const T* sp, const T* xp, const T* kp, T ac, int64_t n) {     \
+    apply_row<T>(yp, sp, xp, kp, ac, n);                                                                      \
+  }                                                                                                           \
+  DIN_FAST_MULTIVERSION T input_grad_row_k(T* out, const T* xr, const T* gr, const T* sp, const T* dmean,      \
+                                           const T* dmax, const int32_t* arg, int32_t c, T ac, T inv_c,       \
+                                           int64_t n) {                                                       \
+    return input_grad_row<T>(out, xr, gr, sp, dmean, dmax, arg, c, ac, inv_c, n);                             \
+  }                                                                                                           \
+  DIN_FAST_MULTIVERSION void add_row_k(T* out, T shift, int64_t n) { add_row<T>(out, shift, n); }
+
+DIN_FAST_CSA_ROWS(float)
+DIN_FAST_CSA_ROWS(double)
+
 // Pass 1: per (b, c) plane mean, max and the first position of the max.
 template <typename T>
 void plane_stats(const Sizes& d, const T* x, T* mean, T* mx, int64_t* argmax) {
   at::parallel_for(0, d.b * d.c, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t pc = lo; pc < hi; ++pc) {
       const T* p = x + pc * d.hw();
-      T sum = 0, best = p[0];
-#pragma omp simd reduction(+ : sum) reduction(max : best)
-      for (int64_t i = 0; i < d.hw(); ++i) {
-        sum += p[i];
-        best = std::max(best, p[i]);
-      }
+      T sum, best;
+      plane_reduce_k(p, d.hw(), &sum, &best);
       mean[pc] = sum / T(d.hw());
       mx[pc] = best;
       if (argmax != nullptr) argmax[pc] = std::find(p, p + d.hw(), best) - p;
@@ -84,11 +168,11 @@ void channel_mlp(const Sizes& d, const T* mean, const T* mx, const T* w1, const 
 // Pass 2: per pixel, channel mean and max of x' = a x (pooled (B, 2, HW)) and, if g is given, the first
 // channel of the max and ds = sum_c g x'.
 template <typename T>
-void pixel_stats(const Sizes& d, const T* x, const T* a, T* pooled, const T* g, int64_t* argmax, T* ds) {
+void pixel_stats(const Sizes& d, const T* x, const T* a, T* pooled, const T* g, int32_t* argmax, T* ds) {
   const int64_t blocks = (d.hw() + kPixelBlock - 1) / kPixelBlock;
   at::parallel_for(0, d.b * blocks, 1, [&](int64_t lo, int64_t hi) {
     T sum[kPixelBlock], best[kPixelBlock], dot[kPixelBlock];
-    int64_t arg[kPixelBlock];
+    int32_t arg[kPixelBlock];
     for (int64_t item = lo; item < hi; ++item) {
       const int64_t b = item / blocks, p0 = (item % blocks) * kPixelBlock;
       const int64_t n = std::min(kPixelBlock, d.hw() - p0);
@@ -102,23 +186,10 @@ void pixel_stats(const Sizes& d, const T* x, const T* a, T* pooled, const T* g, 
         const T ac = a[b * d.c + c];
         const T* xp = x + (b * d.c + c) * d.hw() + p0;
         if (g == nullptr) {
-#pragma omp simd
-          for (int64_t i = 0; i < n; ++i) {
-            const T v = ac * xp[i];
-            sum[i] += v;
-            best[i] = std::max(best[i], v);
-          }
+          pixel_accumulate_k(xp, ac, n, sum, best);
         } else {
-          const T* gp = g + (b * d.c + c) * d.hw() + p0;
-#pragma omp simd
-          for (int64_t i = 0; i < n; ++i) {
-            const T v = ac * xp[i];
-            sum[i] += v;
-            dot[i] += gp[i] * v;
-            const bool more = v > best[i];
-            arg[i] = more ? c : arg[i];
-            best[i] = more ? v : best[i];
-          }
+          pixel_accumulate_grad_k(xp, g + (b * d.c + c) * d.hw() + p0, ac, static_cast<int32_t>(c), n, sum, best,
+                                  dot, arg);
         }
       }
       T* pm = pooled + b * 2 * d.hw() + p0;
@@ -173,9 +244,7 @@ void apply(const Sizes& d, const T* x, const T* skip, const T* a, const T* s, T*
       const T* sp = s + (pc / d.c) * d.hw();
       const T* xp = x + pc * d.hw();
       const T* kp = skip + pc * d.hw();
-      T* yp = y + pc * d.hw();
-#pragma omp simd
-      for (int64_t i = 0; i < d.hw(); ++i) yp[i] = sp[i] * ac * xp[i] + kp[i];
+      apply_row_k(y + pc * d.hw(), sp, xp, kp, ac, d.hw());
     }
   });
 }
@@ -202,7 +271,8 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
                    at::Tensor& db2, at::Tensor& dws, at::Tensor& dbs) {
   const int64_t hw = d.hw();
   std::vector<T> mean(d.b * d.c), mx(d.b * d.c), hidden(d.b * 2 * d.r), a(d.b * d.c);
-  std::vector<int64_t> plane_arg(d.b * d.c), pixel_arg(d.b * hw);
+  std::vector<int64_t> plane_arg(d.b * d.c);
+  std::vector<int32_t> pixel_arg(d.b * hw);
   std::vector<T> pooled(d.b * 2 * hw), s(d.b * hw), ds(d.b * hw), dpooled(d.b * 2 * hw, T(0));
   const T* xp = x.const_data_ptr<T>();
   const T* gp = g.const_data_ptr<T>();
@@ -257,19 +327,8 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
       const T* sp = s.data() + b * hw;
       const T* dmean = dpooled.data() + b * 2 * hw;
       const T* dmax = dmean + hw;
-      const int64_t* arg = pixel_arg.data() + b * hw;
-      const T* xr = xp + pc * hw;
-      const T* gr = gp + pc * hw;
-      T* out = dxp + pc * hw;
-      const T inv_c = T(1) / T(d.c);
-      T acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t i = 0; i < hw; ++i) {
-        const T dxq = gr[i] * sp[i] + dmean[i] * inv_c + (arg[i] == c ? dmax[i] : T(0));
-        acc += dxq * xr[i];
-        out[i] = ac * dxq;
-      }
-      da[pc] = acc;
+      da[pc] = input_grad_row_k(dxp + pc * hw, xp + pc * hw, gp + pc * hw, sp, dmean, dmax,
+                                pixel_arg.data() + b * hw, static_cast<int32_t>(c), ac, T(1) / T(d.c), hw);
     }
   });
   // MLP backward per batch (tiny), then pass 4: the pooled statistics' share of dx.
@@ -311,8 +370,7 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
       const int64_t b = pc / d.c, c = pc % d.c;
       const T shift = dstat[b * 2 * d.c + c] / T(hw);
       T* out = dxp + pc * hw;
-#pragma omp simd
-      for (int64_t i = 0; i < hw; ++i) out[i] += shift;
+      add_row_k(out, shift, hw);
       out[plane_arg[pc]] += dstat[(b * 2 + 1) * d.c + c];
     }
   });
