@@ -196,14 +196,22 @@ ENCDEC_INLINE void conv_row(const T* in, int64_t cs, int64_t rs, const T* w, con
 // as vectors (lanes are summed once at the end). dz is zero for x ≥ W, so the vector tail adds nothing.
 template <typename T, int VB, int CIN, int COUT, int D>
 ENCDEC_INLINE void weight_grad_row(const T* in, int64_t ics, int64_t rs, const T* dz, int64_t dcs, int64_t Wv,
-                                   typename Simd<T, VB>::V* dW, typename Simd<T, VB>::V* db) {
+                                   typename Simd<T, VB>::V* dW, typename Simd<T, VB>::V* db, T* staged) {
   using S = Simd<T, VB>;
   using V = typename S::V;
   constexpr int NX = block_vectors<VB>(COUT);
   constexpr int L = S::L;
+  // The row of dz interleaved by vector, [x / L][co]: the COUT operands of one input vector are
+  // contiguous, so the loop below needs one pointer (COUT channel pointers would not fit the registers).
+  // `staged` holds Wv · COUT elements.
+  const int64_t nv = Wv / L;
   for (int co = 0; co < COUT; ++co) {
     V s = db[co];
-    for (int64_t x = 0; x < Wv; x += L) s += S::load(dz + co * dcs + x);
+    for (int64_t i = 0; i < nv; ++i) {
+      const V z = S::load(dz + co * dcs + i * L);
+      S::store(staged + (i * COUT + co) * L, z);
+      s += z;
+    }
     db[co] = s;
   }
   for (int ci = 0; ci < CIN; ++ci) {
@@ -217,20 +225,22 @@ ENCDEC_INLINE void weight_grad_row(const T* in, int64_t ics, int64_t rs, const T
         for (int n = 0; n < NX; ++n)
 #pragma GCC unroll 24
           for (int co = 0; co < COUT; ++co) acc[n][co] = V{};
-        int64_t x = 0;
-        for (; x + NX * L <= Wv; x += NX * L) {
+        int64_t i = 0;
+        for (; i + NX <= nv; i += NX) {
           V v[NX];
 #pragma GCC unroll 4
-          for (int n = 0; n < NX; ++n) v[n] = S::load(p + x + n * L);
+          for (int n = 0; n < NX; ++n) v[n] = S::load(p + (i + n) * L);
+          const T* z = staged + i * COUT * L;
 #pragma GCC unroll 24
           for (int co = 0; co < COUT; ++co)
 #pragma GCC unroll 4
-            for (int n = 0; n < NX; ++n) acc[n][co] += v[n] * S::load(dz + co * dcs + x + n * L);
+            for (int n = 0; n < NX; ++n) acc[n][co] += v[n] * S::load(z + (n * COUT + co) * L);
         }
-        for (; x < Wv; x += L) {
-          const V v = S::load(p + x);
+        for (; i < nv; ++i) {
+          const V v = S::load(p + i * L);
+          const T* z = staged + i * COUT * L;
 #pragma GCC unroll 24
-          for (int co = 0; co < COUT; ++co) acc[0][co] += v * S::load(dz + co * dcs + x);
+          for (int co = 0; co < COUT; ++co) acc[0][co] += v * S::load(z + co * L);
         }
         V* d = dW + ((ci * 3 + ky) * 3 + kx) * COUT;
 #pragma GCC unroll 24
@@ -424,13 +434,13 @@ ENCDEC_INLINE void backward_forward_row(const BackwardArgs<T>& a, const Geometry
 // Layer K's gradients for one row of dz_K; writes dz_{K-1} (or dh for K = 0).
 template <typename T, int VB, int K>
 ENCDEC_INLINE void backward_layer_row(const BackwardArgs<T>& a, const Geometry& g, int64_t b, int64_t y,
-                                      typename Simd<T, VB>::V* acc) {
+                                      typename Simd<T, VB>::V* acc, T* staged) {
   constexpr int cin = kCin[K], cout = kCout[K];
   T* dz_in = a.dz[(5 - K) % 2];
   T* dz_out = a.dz[(6 - K) % 2];
   const T* dzr = a.at(dz_in, kMaxChannels, b, 0, y);
   weight_grad_row<T, VB, cin, cout, kDilation[K]>(a.at(a.act[K], cin, b, 0, y), a.cs(), a.Wp, dzr, a.cs(), g.Wv,
-                                                  acc + acc_offset(K), acc + acc_offset(K) + cin * 9 * cout);
+                                                  acc + acc_offset(K), acc + acc_offset(K) + cin * 9 * cout, staged);
   if constexpr (K == 0) {
     StoreImage<T, VB> epi{a.dh + (b * 3 * a.H + y) * a.W, a.H * a.W, a.W};
     conv_row<T, VB, cout, cin, kDilation[K]>(dzr, a.cs(), a.Wp, a.p->grad[K].data(), a.p->zeros, g.Wv, epi);
@@ -450,6 +460,7 @@ ENCDEC_INLINE void backward_rows(const BackwardArgs<T>& a, int pass, int64_t beg
   using V = typename Simd<T, VB>::V;
   const Geometry g(a.W, Simd<T, VB>::L);
   V* acc = reinterpret_cast<V*>(a.acc) + static_cast<int64_t>(tid) * kAccVectors;
+  std::unique_ptr<T[]> staged(pass >= 7 ? new T[g.Wv * kMaxChannels] : nullptr);  // weight_grad_row's dz row
   for (int64_t n = begin; n < end; ++n) {
     const int64_t b = n / a.H, y = n % a.H;
     switch (pass) {
@@ -480,12 +491,12 @@ ENCDEC_INLINE void backward_rows(const BackwardArgs<T>& a, int pass, int64_t beg
         }
         break;
       }
-      case 7: backward_layer_row<T, VB, 5>(a, g, b, y, acc); break;
-      case 8: backward_layer_row<T, VB, 4>(a, g, b, y, acc); break;
-      case 9: backward_layer_row<T, VB, 3>(a, g, b, y, acc); break;
-      case 10: backward_layer_row<T, VB, 2>(a, g, b, y, acc); break;
-      case 11: backward_layer_row<T, VB, 1>(a, g, b, y, acc); break;
-      case 12: backward_layer_row<T, VB, 0>(a, g, b, y, acc); break;
+      case 7: backward_layer_row<T, VB, 5>(a, g, b, y, acc, staged.get()); break;
+      case 8: backward_layer_row<T, VB, 4>(a, g, b, y, acc, staged.get()); break;
+      case 9: backward_layer_row<T, VB, 3>(a, g, b, y, acc, staged.get()); break;
+      case 10: backward_layer_row<T, VB, 2>(a, g, b, y, acc, staged.get()); break;
+      case 11: backward_layer_row<T, VB, 1>(a, g, b, y, acc, staged.get()); break;
+      case 12: backward_layer_row<T, VB, 0>(a, g, b, y, acc, staged.get()); break;
     }
   }
 }
