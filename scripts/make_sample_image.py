@@ -1,4 +1,4 @@
-"""Make din_fast/data/sample.png, the small input of the README's first command: a 128x128 crop of
+"""Make din_fast/assets/sample.png, the small input of the README's first command: a 128x128 crop of
 scikit-image's bundled ``chelsea`` photograph (public domain; one of the images held out from the default
 weights' training, see scripts/train_default_weights.py).
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 from skimage import data
 
-OUT = Path(__file__).resolve().parents[1] / "din_fast" / "data" / "sample.png"
+OUT = Path(__file__).resolve().parents[1] / "din_fast" / "assets" / "sample.png"
 
 
 def main() -> None:
