@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common.h"
+#include "asyca.h"
 #include "cpu/kernel_utils.h"
 
 namespace din_fast {
@@ -32,22 +33,6 @@ struct Shape {
   bool nhwc;
 };
 
-void check_args(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& w_init, const at::Tensor& b_init,
-                const at::Tensor& w_dc, const at::Tensor& b_dc, const at::Tensor& w_ic, const at::Tensor& b_ic) {
-  check_feature(x1, "x1");
-  check_cpu_float(x1, "x1");
-  check_same(x2, "x2", x1, "x1", x1.sizes());
-  const int64_t C = x1.size(1);
-  check_same(w_init, "w_init", x1, "x1", {C, 2 * C, 1, 1});
-  check_same(b_init, "b_init", x1, "x1", {C});
-  TORCH_CHECK_VALUE(w_dc.dim() == 4 && w_dc.size(0) > 0, "w_dc must have shape (R, ", C, ", 1, 1) with R > 0, got ",
-                    w_dc.sizes());
-  const int64_t R = w_dc.size(0);
-  check_same(w_dc, "w_dc", x1, "x1", {R, C, 1, 1});
-  check_same(b_dc, "b_dc", x1, "x1", {R});
-  check_same(w_ic, "w_ic", x1, "x1", {2 * C, R, 1, 1});
-  check_same(b_ic, "b_ic", x1, "x1", {2 * C});
-}
 
 // Per-(batch, channel) sums over H*W: sums[(b*NS + s)*C + c] for s = 0..NS-1, where NS = 2 gives
 // (Σx1, Σx2) and NS = 4 (g given) also (Σg·x1, Σg·x2). One read of each input.
@@ -276,7 +261,7 @@ struct Prepared {
 
 Prepared prepare(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& w_init, const at::Tensor& b_init,
                  const at::Tensor& w_dc, const at::Tensor& b_dc, const at::Tensor& w_ic, const at::Tensor& b_ic) {
-  check_args(x1, x2, w_init, b_init, w_dc, b_dc, w_ic, b_ic);
+  check_asyca_args(x1, x2, w_init, b_init, w_dc, b_dc, w_ic, b_ic, check_cpu_float);
   const at::MemoryFormat fmt = memory_format_of(x1);
   const bool nhwc = fmt == at::MemoryFormat::ChannelsLast;
   return {{x1.size(0), x1.size(1), x1.size(2) * x1.size(3), w_dc.size(0), nhwc}, fmt,

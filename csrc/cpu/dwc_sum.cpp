@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common.h"
+#include "dwc_sum.h"
 #include "cpu/kernel_utils.h"
 
 namespace din_fast {
@@ -31,17 +32,9 @@ struct Prepared {
 };
 
 Prepared prepare(at::TensorList inputs, const at::Tensor& weight, const at::Tensor& bias) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "inputs must be a non-empty list of tensors (k >= 1)");
+  check_dwc_sum_args(inputs, weight, bias, check_cpu_float);
   const at::Tensor& x0 = inputs[0];
-  check_feature(x0, "inputs[0]");
-  check_cpu_float(x0, "inputs[0]");
-  for (size_t j = 1; j < inputs.size(); ++j) {
-    const std::string name = "inputs[" + std::to_string(j) + "]";
-    check_same(inputs[j], name.c_str(), x0, "inputs[0]", x0.sizes());
-  }
   const int64_t K = static_cast<int64_t>(inputs.size()), C = x0.size(1);
-  check_same(weight, "weight", x0, "inputs[0]", {K, C});
-  check_same(bias, "bias", x0, "inputs[0]", {C});
   const at::MemoryFormat fmt = memory_format_of(x0);
   Prepared p{K, x0.size(0), C, x0.size(2) * x0.size(3), fmt == at::MemoryFormat::ChannelsLast, fmt,
              {}, weight.contiguous(), bias.contiguous()};

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "cuda/cuda_utils.cuh"
+#include "asyca.h"
 
 namespace din_fast {
 namespace cuda {
@@ -181,22 +182,6 @@ __global__ void pass2_kernel(const scalar_t* __restrict__ u, const scalar_t* __r
   }
 }
 
-void check_args(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& w_init, const at::Tensor& b_init,
-                const at::Tensor& w_dc, const at::Tensor& b_dc, const at::Tensor& w_ic, const at::Tensor& b_ic) {
-  check_feature(x1, "x1");
-  check_cuda_float(x1, "x1");
-  check_same(x2, "x2", x1, "x1", x1.sizes());
-  const int64_t C = x1.size(1);
-  check_same(w_init, "w_init", x1, "x1", {C, 2 * C, 1, 1});
-  check_same(b_init, "b_init", x1, "x1", {C});
-  TORCH_CHECK_VALUE(w_dc.dim() == 4 && w_dc.size(0) > 0, "w_dc must have shape (R, ", C, ", 1, 1) with R > 0, got ",
-                    w_dc.sizes());
-  const int64_t R = w_dc.size(0);
-  check_same(w_dc, "w_dc", x1, "x1", {R, C, 1, 1});
-  check_same(b_dc, "b_dc", x1, "x1", {R});
-  check_same(w_ic, "w_ic", x1, "x1", {2 * C, R, 1, 1});
-  check_same(b_ic, "b_ic", x1, "x1", {2 * C});
-}
 
 // (B, NS, C) sums in the accumulation dtype.
 at::Tensor channel_sums(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor* g) {
@@ -294,7 +279,7 @@ Prepared prepare(const at::Tensor& x1, const at::Tensor& x2) {
 
 at::Tensor asyca_cuda(const at::Tensor& x1_, const at::Tensor& x2_, const at::Tensor& w_init, const at::Tensor& b_init,
                       const at::Tensor& w_dc, const at::Tensor& b_dc, const at::Tensor& w_ic, const at::Tensor& b_ic) {
-  check_args(x1_, x2_, w_init, b_init, w_dc, b_dc, w_ic, b_ic);
+  check_asyca_args(x1_, x2_, w_init, b_init, w_dc, b_dc, w_ic, b_ic, check_cuda_float);
   const c10::cuda::CUDAGuard guard(x1_.device());
   const Prepared in = prepare(x1_, x2_);
   const int64_t hw = in.x1.size(2) * in.x1.size(3);
@@ -309,7 +294,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 asyca_backward_cuda(const at::Tensor& grad, const at::Tensor& x1_, const at::Tensor& x2_, const at::Tensor& w_init,
                     const at::Tensor& b_init, const at::Tensor& w_dc, const at::Tensor& b_dc, const at::Tensor& w_ic,
                     const at::Tensor& b_ic) {
-  check_args(x1_, x2_, w_init, b_init, w_dc, b_dc, w_ic, b_ic);
+  check_asyca_args(x1_, x2_, w_init, b_init, w_dc, b_dc, w_ic, b_ic, check_cuda_float);
   check_same(grad, "grad", x1_, "x1", x1_.sizes());
   const c10::cuda::CUDAGuard guard(x1_.device());
   const Prepared in = prepare(x1_, x2_);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda/cuda_utils.cuh"
+#include "dwc_sum.h"
 
 namespace din_fast {
 namespace cuda {
@@ -173,17 +174,8 @@ struct Prepared {
 };
 
 Prepared prepare(at::TensorList inputs, const at::Tensor& weight, const at::Tensor& bias) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "inputs must be a non-empty list of tensors (k >= 1)");
+  check_dwc_sum_args(inputs, weight, bias, check_cuda_float);
   const at::Tensor& x0 = inputs[0];
-  check_feature(x0, "inputs[0]");
-  check_cuda_float(x0, "inputs[0]");
-  for (size_t j = 1; j < inputs.size(); ++j) {
-    const std::string name = "inputs[" + std::to_string(j) + "]";
-    check_same(inputs[j], name.c_str(), x0, "inputs[0]", x0.sizes());
-  }
-  const int64_t K = static_cast<int64_t>(inputs.size()), C = x0.size(1);
-  check_same(weight, "weight", x0, "inputs[0]", {K, C});
-  check_same(bias, "bias", x0, "inputs[0]", {C});
   Prepared p{memory_format_of(x0), {}, weight.contiguous(), bias.contiguous()};
   for (const at::Tensor& t : inputs) p.xs.push_back(t.contiguous(p.fmt));
   return p;
