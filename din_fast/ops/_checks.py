@@ -32,6 +32,6 @@ def same_as(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor,
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
     if t.dtype != ref.dtype:
         raise ValueError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
-    expected = tuple(ref.shape) if shape is None else tuple(shape)
-    if tuple(t.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
+    expected = ref.shape if shape is None else shape
+    if t.shape != tuple(expected):  # torch.Size is a tuple: compared without converting it
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")

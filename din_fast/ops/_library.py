@@ -15,6 +15,14 @@ Autograd of the public op calls the backward op, so gradients (parameters includ
 same implementation as the forward. The reference backward is the vector-Jacobian product of the
 reference forward (``torch.func.vjp``). Double backward is not supported.
 
+Eager fast path: ``din_fast.ops.<name>`` (``FusedOp.__call__``) on plain tensors, outside
+``torch.compile``, dispatch modes, functorch transforms and JIT tracing, calls the implementation
+directly (under ``no_grad``) or through one ``torch.autograd.Function`` (when a gradient is needed),
+instead of going through the dispatcher's Python autograd kernel and the router. Same checks, same
+implementation, same memory-format normalisation; it only skips the generic machinery (pytree
+flattening, redispatch, a second resolve), which costs more than the kernel at DIN's small shapes.
+Everything else (``torch.ops.din_fast.<name>``, fake/functional tensors, tracing) takes the dispatcher.
+
 Memory-format contract (what fake kernels promise, so ``torch.compile`` sees the real strides): the
 forward output has the format of the first tensor argument (channels_last if that is channels_last,
 else contiguous); each gradient has the format of its input.
@@ -55,6 +63,8 @@ def empty_like_format(like: torch.Tensor, shape: Sequence[int] | None = None) ->
 
 
 def _formatted(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if like.is_contiguous():  # the common case, decided with one query (memory_format_of needs two)
+        return out if out.is_contiguous() else out.contiguous()
     fmt = memory_format_of(like) if out.dim() == 4 else torch.contiguous_format
     return out if out.is_contiguous(memory_format=fmt) else out.contiguous(memory_format=fmt)
 
@@ -98,6 +108,42 @@ def _autocast_args(args: Sequence[Any], device_type: str) -> list[Any]:
 
     return [[cast(t) for t in a] if isinstance(a, (list, tuple)) else cast(a) if isinstance(a, torch.Tensor)
             else a for a in args]
+
+
+# Tensor types the eager fast path passes straight to a kernel. Subclasses (FakeTensor, FunctionalTensor,
+# tensor-subclass wrappers) need the dispatcher, so they take the torch.ops path.
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def _eager_plain(tensors: Sequence[Any]) -> bool:
+    """True when ``tensors`` may skip the dispatcher: plain tensors, and nothing that intercepts
+    dispatch is active (torch.compile tracing, torch-function/dispatch modes, functorch, JIT tracing)."""
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+            or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
+            or torch._C._get_tracing_state() is not None):
+        return False
+    return all(type(t) in _PLAIN_TENSORS for t in tensors)
+
+
+class _EagerAutograd(torch.autograd.Function):
+    """Autograd node of the eager fast path: the forward and backward implementations called directly.
+
+    The same backward as the registered autograd (``FusedOp._autograd_backward``), without the
+    generic torch.library machinery around it. Double backward raises (``once_differentiable``)."""
+
+    @staticmethod
+    def forward(ctx: Any, fused: FusedOp, impl: str, spec: list[int | None], *tensors: torch.Tensor) -> torch.Tensor:
+        args = _unflatten(tensors, spec)
+        ctx.fused, ctx.impl, ctx.spec = fused, impl, spec
+        ctx.save_for_backward(*tensors)
+        return fused._run_forward(impl, args)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        args = _unflatten(ctx.saved_tensors, ctx.spec)
+        grads = _flatten(ctx.fused._run_backward(ctx.impl, grad, args))[0]
+        return (None, None, None, *grads)
 
 
 def _first_tensor(args: Sequence[Any]) -> torch.Tensor:
@@ -162,15 +208,23 @@ class FusedOp:
 
     # -- public entry -------------------------------------------------------------------------
     def __call__(self, *args: Any) -> torch.Tensor:
-        """Check, then run the reference as a plain autograd graph or the fused op (autocast-aware)."""
-        tensors = [t for t in _flatten(args)[0] if isinstance(t, torch.Tensor)]
-        if tensors:  # (no tensors at all is a bad call; check says so)
-            args = _autocast_args(args, tensors[0].device.type)
+        """Check, then run the reference as a plain autograd graph, or the fused implementation
+        (directly on the eager fast path, else through the torch.ops op); autocast-aware."""
+        tensors, spec = _flatten(args)
+        first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+        if first is not None and torch.is_autocast_enabled(first.device.type):  # (no tensor: check says so)
+            args = _autocast_args(args, first.device.type)
+            tensors = _flatten(args)[0]
         self.check(*args)
-        x = _first_tensor(args)
-        if backends.resolve(self.name, x.device, x.dtype) == "reference":
+        x = tensors[0]
+        impl = backends.resolve(self.name, x.device, x.dtype)
+        if impl == "reference":
             return self.reference(*args)
-        return self._call_checked(self.op, args)
+        if not _eager_plain(tensors):
+            return self._call_checked(self.op, args)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return _EagerAutograd.apply(self, impl, spec, *tensors)
+        return self._run_forward(impl, args)
 
     @staticmethod
     def _call_checked(op: Callable[..., Any], args: Sequence[Any]) -> Any:
@@ -216,19 +270,25 @@ class FusedOp:
             return module.backward if backward else module.forward
         raise ValueError(f"unknown implementation {impl!r}")
 
+    def _run_forward(self, impl: str, args: Sequence[Any]) -> torch.Tensor:
+        """Implementation ``impl`` on checked ``args``; the output in the first input's memory format."""
+        return _formatted(self.implementation(impl, backward=False)(*args), _first_tensor(args))
+
+    def _run_backward(self, impl: str, grad: torch.Tensor, args: Sequence[Any]) -> tuple[Any, ...]:
+        """Backward implementation ``impl`` on checked ``args``; each gradient in its input's format."""
+        grads = self.implementation(impl, backward=True)(grad, *args)
+        return tuple([_formatted(g, a) for g, a in zip(gs, arg)] if isinstance(arg, (list, tuple))
+                     else _formatted(gs, arg) for gs, arg in zip(grads, args))
+
     def _route_forward(self, *args: Any) -> torch.Tensor:
         self._check_unless_checked(args)
         x = _first_tensor(args)
-        impl = backends.resolve(self.name, x.device, x.dtype)
-        return _formatted(self.implementation(impl, backward=False)(*args), x)
+        return self._run_forward(backends.resolve(self.name, x.device, x.dtype), args)
 
     def _route_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
         self._check_unless_checked(args)
         x = _first_tensor(args)
-        impl = backends.resolve(self.name, x.device, x.dtype)
-        grads = self.implementation(impl, backward=True)(grad, *args)
-        return tuple([_formatted(g, a) for g, a in zip(gs, arg)] if isinstance(arg, (list, tuple))
-                     else _formatted(gs, arg) for gs, arg in zip(grads, args))
+        return self._run_backward(backends.resolve(self.name, x.device, x.dtype), grad, args)
 
     # -- fake kernels and autograd --------------------------------------------------------------
     def _fake_forward(self, *args: Any) -> torch.Tensor:
