@@ -5,7 +5,7 @@
 Shapes are CIRN's ISAB: C = 64 value channels, C/8 = 8 query/key channels, on 64x64 (the issue's target:
 forward >= 3x the reference, forward memory <= 1/4) and 32x48 maps. Each forward case also records the
 peak memory of one call (``extra_info["peak_mib"]``, CPU: allocations seen by the torch profiler; the
-C++ kernel's per-thread line scratch of (C/8 + 4)·max(H, W) values is not among them).
+C++ kernel's per-thread scratch of 4·(H + W + C + 1)·64 values is not among them).
 """
 
 from __future__ import annotations

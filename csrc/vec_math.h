@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 #include <bit>
+#include <cstring>
+#include <type_traits>
 
 namespace din_fast {
 
@@ -28,6 +30,53 @@ inline __attribute__((always_inline)) float exp_nonpositive(float x) {
 }
 
 inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// Fixed-width SIMD through GCC vector extensions: VB bytes of T (64: one AVX-512 register, 32: AVX2, 16:
+// SSE2). Code written with these compiles to the widest registers of the target it is built for.
+template <typename T, int VB>
+struct Simd {
+  typedef T V __attribute__((vector_size(VB)));
+  static constexpr int L = VB / sizeof(T);
+  static inline __attribute__((always_inline)) V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static inline __attribute__((always_inline)) void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static inline __attribute__((always_inline)) V splat(T s) { return V{} + s; }
+  // Writes the first min(L, n) lanes (the last vector of an image row).
+  static inline __attribute__((always_inline)) void store_partial(T* p, V v, int64_t n) {
+    std::memcpy(p, &v, sizeof(T) * static_cast<size_t>(n < L ? n : L));
+  }
+};
+
+// exp_nonpositive on every lane of a float vector of Simd (the same algorithm, written on whole vectors
+// so that it compiles to vector instructions of any width; floor through truncation, exact for the
+// |x| < 2^31 at hand); double lanes call std::exp.
+template <typename V>
+inline __attribute__((always_inline)) V exp_nonpositive_lanes(V x) {
+  using T = std::remove_cv_t<std::remove_reference_t<decltype(x[0])>>;
+  if constexpr (std::is_same_v<T, float>) {
+    typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+    x = x < -87.3f ? V{} - 87.3f : x;
+    const V y = x * 1.44269504088896341f + 0.5f;
+    VI ni = __builtin_convertvector(y, VI);
+    ni += (__builtin_convertvector(ni, V) > y);  // truncation rounded up: minus one (true is -1)
+    const V n = __builtin_convertvector(ni, V);
+    const V r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    V p = V{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * reinterpret_cast<V>((ni + 127) << 23);
+  } else {
+    for (int l = 0; l < static_cast<int>(sizeof(V) / sizeof(T)); ++l) x[l] = std::exp(x[l]);
+    return x;
+  }
+}
 
 }  // namespace din_fast
 

@@ -1,6 +1,6 @@
 """Triton kernels of ``criss_cross_attention`` (din_fast/ops/criss_cross_attention.py has the maths).
 
-As the C++ kernel: one program per line, first every row (softmax over the row, the position itself
+One program per line (as the C++ backward; the C++ forward works on blocks of rows instead), first every row (softmax over the row, the position itself
 included), then every column (itself excluded), merging the column into the row's running maximum m,
 sum l and unnormalised output, so the (B, H, W, H + W − 1) energies are never stored; per line the
 energies are one (n × n) tile. A program owns its whole line, so the backward (recompute a = exp(e −

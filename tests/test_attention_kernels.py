@@ -17,7 +17,10 @@ OPS = ("criss_cross_attention", "channel_spatial_attention")
 SHAPES = {
     ("criss_cross_attention", "cpp"): [dict(b=2, c=8, h=5, w=7, cq=3), dict(b=3, c=37, h=9, w=4, cq=8),
                                        dict(b=1, c=64, h=13, w=11, cq=8), dict(b=2, c=5, h=1, w=6, cq=2),
-                                       dict(b=2, c=33, h=7, w=1, cq=1)],
+                                       dict(b=2, c=33, h=7, w=1, cq=1),
+                                       # rows of whole vectors (no padded copy) and several column tiles of the
+                                       # forward, the last one short and ending in a partial vector
+                                       dict(b=2, c=9, h=6, w=32, cq=4), dict(b=1, c=6, h=3, w=83, cq=3)],
     ("criss_cross_attention", "triton"): [dict(b=2, c=5, h=5, w=7, cq=3), dict(b=1, c=4, h=1, w=6, cq=2),
                                           dict(b=2, c=3, h=6, w=1, cq=2)],
     ("channel_spatial_attention", "cpp"): [dict(b=2, c=16, h=5, w=7), dict(b=3, c=32, h=9, w=4, reduction=8),

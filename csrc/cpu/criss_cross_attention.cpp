@@ -1,18 +1,30 @@
-// Criss-cross attention on CPU: forward with an online softmax, and backward.
+// Criss-cross attention on CPU: forward and backward.
 //
-// Position p = (i, j) attends to row i and column j (p once). The kernel works on "lines": first every
-// row (the softmax over the row, with p), then every column (p excluded), merging the column into the
-// row's running maximum m, sum l and unnormalised output as flash attention merges key blocks. Only
-// per-line scratch is allocated (keys transposed, four rows of energies), never the (B, H, W, H + W - 1)
-// energy tensor of the reference. q, k, v are read as channels-last (B, H, W, C) so that every
-// position's vector is contiguous; the output is produced channels-last.
+// Position p = (i, j) attends to row i and column j (p once): H + W - 1 keys.
 //
-// Backward (flash-attention style): recompute out and lse = m + log l, D_p = g_p . out_p, then per line
-// a = exp(e - lse), dE = a (g_p . v_s - D_p), dq_p += dE k_s, dk_s += dE q_p, dv_s += a g_p. Rows then
-// columns; within a phase each line owns every position it writes, so there are no atomics.
+// Forward, on q, k, v in their (B, C, H, W) layout (no transposed copies), vectorised over the column
+// index j. A unit of work is a block of kRows rows by a tile of up to kTile vectors of columns. For it:
+//   1. energies of every position of the block against its column, e[r][t][j] = q(i_r, j) . k(t, j)
+//      (lanes: j; register blocks of rows x keys), and against its row, e[r][H + s][j] = q(i_r, j) . k(i_r, s)
+//      (k broadcast); the H + W energies of a position sit in one lane of a per-thread buffer of
+//      kRows * (H + W) * tile values, never a (B, H, W, H + W - 1) tensor;
+//   2. a two-pass softmax per lane: the maximum over the H + W - 1 keys (the column's own position
+//      excluded), then exp and sum (vector exp, vec_math.h); the excluded entry gets weight 0;
+//   3. the column sum o[r][c][j] = sum_t e[r][t][j] v(c, t, j) (register blocks of rows x channels, so each
+//      v vector loaded serves kRows rows), then the row sum out = (o + sum_s e[r][H + s][j] v(c, i_r, s)) / l
+//      (register blocks of channels x column vectors, v broadcast). Work is about 2 (H + W) (Cq + C)
+//      flops per position, nearly all in these register-blocked multiply-adds.
+// Widths that are not a multiple of the vector length run on zero-padded copies (padding lanes are
+// computed and never stored); the output is written in (B, C, H, W). The forward can also write
+// lse = m + log l per position, which the backward uses.
 //
-// float32 hot loops are compiled for AVX-512 / AVX2+FMA / baseline and picked once at run time
-// (vec_math.h); float64 runs the baseline build.
+// Backward (flash-attention style) on channels-last copies: out and lse from the forward, D_p = g_p . out_p,
+// then per line (a row or a column) a = exp(e - lse), dE = a (g_p . v_s - D_p), dq_p += dE k_s,
+// dk_s += dE q_p, dv_s += a g_p. Rows then columns; within a phase each line owns every position it
+// writes, so there are no atomics.
+//
+// float32 and float64 hot loops are compiled for AVX-512 / AVX2+FMA / baseline and picked once at run
+// time (vec_math.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -64,101 +76,6 @@ inline __attribute__((always_inline)) void energies(const Line<T>& L, const T* k
       T acc = 0;
       for (int64_t ch = 0; ch < L.cq; ++ch) acc += qr[ch] * kt[ch * L.n + s];
       er[s] = acc;
-    }
-  }
-}
-
-// acc_r[0:c] (+)= sum_s p[r][s] v_s for R rows: blocks of R x chunk outputs stay in registers while the
-// line's values stream through (for R = 4 and float, 8 vector accumulators: enough to hide FMA latency).
-template <typename T, int64_t R>
-inline __attribute__((always_inline)) void aggregate_rows(const Line<T>& L, const T* p, T* const* acc, bool add) {
-  constexpr int64_t chunk = 128 / sizeof(T);
-  int64_t c0 = 0;
-  for (; c0 + chunk <= L.c; c0 += chunk) {
-    T a[R][chunk];
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t cc = 0; cc < chunk; ++cc) a[r][cc] = add ? acc[r][c0 + cc] : T(0);
-    for (int64_t s = 0; s < L.n; ++s) {
-      const T* vs = L.v + s * L.step * L.c + c0;
-      for (int64_t r = 0; r < R; ++r) {
-        const T w = p[r * L.n + s];
-#pragma omp simd
-        for (int64_t cc = 0; cc < chunk; ++cc) a[r][cc] += w * vs[cc];
-      }
-    }
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t cc = 0; cc < chunk; ++cc) acc[r][c0 + cc] = a[r][cc];
-  }
-  if (c0 < L.c) {  // channel tail
-    for (int64_t r = 0; r < R; ++r) {
-      T* out = acc[r];
-      if (!add) std::fill(out + c0, out + L.c, T(0));
-      for (int64_t s = 0; s < L.n; ++s) {
-        const T w = p[r * L.n + s];
-        const T* vs = L.v + s * L.step * L.c;
-#pragma omp simd
-        for (int64_t ch = c0; ch < L.c; ++ch) out[ch] += w * vs[ch];
-      }
-    }
-  }
-}
-
-template <typename T>
-inline __attribute__((always_inline)) void aggregate(const Line<T>& L, const T* p, int64_t rows, T* const* acc,
-                                                     bool add) {
-  if (rows == kRows) return aggregate_rows<T, kRows>(L, p, acc, add);
-  for (int64_t r = 0; r < rows; ++r) aggregate_rows<T, 1>(L, p + r * L.n, acc + r, add);
-}
-
-// Forward over one line. first (the row): stats m, l and acc are written. Otherwise (the column, the
-// query's own position excluded) they are merged in and the output normalised in place.
-template <typename T, Isa I>
-inline __attribute__((always_inline)) void line_forward(const Line<T>& L, bool first, T* acc, T* m, T* l,
-                                                        T* kt, T* e) {
-  for (int64_t s = 0; s < L.n; ++s)
-    for (int64_t ch = 0; ch < L.cq; ++ch) kt[ch * L.n + s] = L.k[s * L.step * L.cq + ch];
-  for (int64_t j0 = 0; j0 < L.n; j0 += kRows) {
-    const int64_t rows = std::min(kRows, L.n - j0);
-    energies(L, kt, j0, rows, e);
-    T* outs[kRows];
-    T alpha[kRows];
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t j = j0 + r;
-      T* __restrict er = e + r * L.n;
-      if (!first) er[j] = -std::numeric_limits<T>::infinity();
-      T mx = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : mx)
-      for (int64_t s = 0; s < L.n; ++s) mx = std::max(mx, er[s]);
-      const int64_t pos = j * L.step;
-      const T mnew = first ? mx : std::max(m[pos], mx);
-      T sum = exp_shift_sum<I>(er, L.n, mnew);
-      if (!first) {
-        sum -= er[j];  // the position itself was counted by its row
-        er[j] = 0;
-        alpha[r] = exp_nonpositive(m[pos] - mnew);
-        l[pos] = l[pos] * alpha[r] + sum;
-      } else {
-        l[pos] = sum;
-      }
-      m[pos] = mnew;
-      outs[r] = acc + pos * L.c;
-    }
-    if (!first) {
-      for (int64_t r = 0; r < rows; ++r) {
-        T* o = outs[r];
-        const T a = alpha[r];
-#pragma omp simd
-        for (int64_t ch = 0; ch < L.c; ++ch) o[ch] *= a;
-      }
-    }
-    aggregate(L, e, rows, outs, !first);
-    if (!first) {
-      for (int64_t r = 0; r < rows; ++r) {
-        T* o = outs[r];
-        const T inv = T(1) / l[(j0 + r) * L.step];
-#pragma omp simd
-        for (int64_t ch = 0; ch < L.c; ++ch) o[ch] *= inv;
-      }
     }
   }
 }
@@ -226,38 +143,260 @@ inline __attribute__((always_inline)) void line_backward(const Line<T>& L, bool 
   }
 }
 
-// The per-line kernels, the unit of work of every thread: float32 is compiled per instruction set.
-#define DIN_FAST_LINE_KERNELS(suffix, target, isa)                                                              \
-  target void line_forward_##suffix(const Line<float>& L, bool first, float* acc, float* m, float* l, float* kt, \
-                                    float* e) {                                                                 \
-    line_forward<float, isa>(L, first, acc, m, l, kt, e);                                                       \
-  }                                                                                                             \
-  target void line_backward_##suffix(const Line<float>& L, bool self, const float* g, const float* lse,         \
-                                     const float* dsum, float* dq, float* dk, float* dv, float* kt, float* e) {  \
-    line_backward<float, isa>(L, self, g, lse, dsum, dq, dk, dv, kt, e);                                        \
+// ---------------------------------------------------------------------------------------------------------
+// Forward (see the top of the file).
+
+constexpr int64_t kTile = 4;  // column vectors per unit of work
+
+// Inputs as the forward kernel reads them: (B, C, H, wv) rows, wv = W rounded up to the vector length.
+template <typename T>
+struct Planes {
+  const T* q;
+  const T* k;
+  const T* v;
+  T* out;  // (B, C, H, W)
+  T* lse;  // (B, H, W), or nullptr
+  int64_t b, h, w, wv, cq, c;
+};
+
+// Register blocks per vector width: about 16 accumulators for 32 registers (AVX-512), 8 for 16.
+template <int VB>
+struct Blocks {
+  static constexpr int kKeys = VB == 64 ? 4 : 2;      // keys per block of column energies (x kRows rows)
+  static constexpr int kRowKeys = VB == 64 ? 4 : 2;   // keys per block of row energies (x column vectors)
+  static constexpr int kChannels = VB == 64 ? 4 : 2;  // channels per aggregation block
+};
+
+// One unit: rows i_r = i0 + min(r, rows - 1) (a short last block repeats its last row; nothing is stored
+// for the repeats), column vectors [j0, j0 + NV * L) of image b. e: kRows x (H + W) x kTile * L energies,
+// o: kRows x C x kTile * L column sums, inv: kRows x kTile * L.
+template <typename T, int VB, int NV>
+inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int64_t b, int64_t i0, int64_t rows,
+                                                        int64_t j0, T* e, T* o, T* inv) {
+  using S = Simd<T, VB>;
+  using V = typename S::V;
+  constexpr int L = S::L, R = kRows, TL = kTile * L;
+  using Bk = Blocks<VB>;
+  const int64_t H = P.h, W = P.w, wv = P.wv, plane = H * wv, n = H + W;
+  const T* q = P.q + b * P.cq * plane + j0;
+  const T* k = P.k + b * P.cq * plane;
+  const T* v = P.v + b * P.c * plane;
+  int64_t ir[R];
+  for (int r = 0; r < R; ++r) ir[r] = i0 + std::min<int64_t>(r, rows - 1);
+
+  // 1a. Column energies e[r][t] = q(i_r) . k(t), lane-wise over the columns.
+  for (int jv = 0; jv < NV; ++jv) {
+    const T* qj = q + jv * L;
+    const T* kj = k + j0 + jv * L;
+    auto block = [&](auto keys, int64_t t0) {
+      constexpr int KB = decltype(keys)::value;
+      V acc[R][KB] = {};
+      for (int64_t ch = 0; ch < P.cq; ++ch) {
+        V qv[R], kv[KB];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) qv[r] = S::load(qj + ch * plane + ir[r] * wv);
+#pragma GCC unroll 8
+        for (int t = 0; t < KB; ++t) kv[t] = S::load(kj + ch * plane + (t0 + t) * wv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+          for (int t = 0; t < KB; ++t) acc[r][t] += qv[r] * kv[t];
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+        for (int t = 0; t < KB; ++t) S::store(e + (r * n + t0 + t) * TL + jv * L, acc[r][t]);
+    };
+    int64_t t0 = 0;
+    for (; t0 + Bk::kKeys <= H; t0 += Bk::kKeys) block(std::integral_constant<int, Bk::kKeys>{}, t0);
+    for (; t0 < H; ++t0) block(std::integral_constant<int, 1>{}, t0);
+  }
+
+  // 1b. Row energies e[r][H + s] = q(i_r) . k(i_r, s), k broadcast.
+  for (int r = 0; r < R; ++r) {
+    const T* qr = q + ir[r] * wv;
+    const T* kr = k + ir[r] * wv;
+    T* er = e + (r * n + H) * TL;
+    auto block = [&](auto keys, int64_t s0) {
+      constexpr int KB = decltype(keys)::value;
+      V acc[KB][NV] = {};
+      for (int64_t ch = 0; ch < P.cq; ++ch) {
+        V qv[NV];
+#pragma GCC unroll 8
+        for (int jv = 0; jv < NV; ++jv) qv[jv] = S::load(qr + ch * plane + jv * L);
+#pragma GCC unroll 8
+        for (int s = 0; s < KB; ++s) {
+          const T ks = kr[ch * plane + s0 + s];
+#pragma GCC unroll 8
+          for (int jv = 0; jv < NV; ++jv) acc[s][jv] += qv[jv] * ks;
+        }
+      }
+#pragma GCC unroll 8
+      for (int s = 0; s < KB; ++s)
+#pragma GCC unroll 8
+        for (int jv = 0; jv < NV; ++jv) S::store(er + (s0 + s) * TL + jv * L, acc[s][jv]);
+    };
+    int64_t s0 = 0;
+    for (; s0 + Bk::kRowKeys <= W; s0 += Bk::kRowKeys) block(std::integral_constant<int, Bk::kRowKeys>{}, s0);
+    for (; s0 < W; ++s0) block(std::integral_constant<int, 1>{}, s0);
+  }
+
+  // 2. Softmax per lane over the H + W entries but the column's own position (t = i_r), which gets 0.
+  for (int r = 0; r < R; ++r) {
+    for (int jv = 0; jv < NV; ++jv) {
+      T* er = e + r * n * TL + jv * L;
+      V m = S::splat(-std::numeric_limits<T>::infinity());
+      for (int64_t t = 0; t < n; ++t) {
+        const V x = S::load(er + t * TL);
+        m = t == ir[r] ? m : (x > m ? x : m);
+      }
+      V sum = {};
+      for (int64_t t = 0; t < n; ++t) {
+        const V a = t == ir[r] ? V{} : exp_nonpositive_lanes(S::load(er + t * TL) - m);
+        S::store(er + t * TL, a);
+        sum += a;
+      }
+      S::store(inv + r * TL + jv * L, T(1) / sum);
+      if (P.lse != nullptr && r < rows) {
+        const int64_t count = std::min<int64_t>(L, W - (j0 + jv * L));
+        T* lse = P.lse + (b * H + ir[r]) * W + j0 + jv * L;
+        for (int64_t l = 0; l < count; ++l) lse[l] = m[l] + std::log(sum[l]);
+      }
+    }
+  }
+
+  // 3a. Column sums o[r][c] = sum_t e[r][t] v(c, t), lane-wise; each v vector serves the kRows rows.
+  for (int jv = 0; jv < NV; ++jv) {
+    const T* vj = v + j0 + jv * L;
+    auto block = [&](auto channels, int64_t c0) {
+      constexpr int CB = decltype(channels)::value;
+      V acc[R][CB] = {};
+      for (int64_t t = 0; t < H; ++t) {
+        V a[R], x[CB];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) a[r] = S::load(e + (r * n + t) * TL + jv * L);
+#pragma GCC unroll 8
+        for (int c = 0; c < CB; ++c) x[c] = S::load(vj + (c0 + c) * plane + t * wv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+          for (int c = 0; c < CB; ++c) acc[r][c] += a[r] * x[c];
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+        for (int c = 0; c < CB; ++c) S::store(o + (r * P.c + c0 + c) * TL + jv * L, acc[r][c]);
+    };
+    int64_t c0 = 0;
+    for (; c0 + Bk::kChannels <= P.c; c0 += Bk::kChannels) block(std::integral_constant<int, Bk::kChannels>{}, c0);
+    for (; c0 < P.c; ++c0) block(std::integral_constant<int, 1>{}, c0);
+  }
+
+  // 3b. out(c, i_r) = (o[r][c] + sum_s e[r][H + s] v(c, i_r, s)) / l, v broadcast; stored for real rows and
+  // real columns only.
+  const int64_t count = W - j0;  // columns of this tile that exist (the last vector may be partial)
+  for (int r = 0; r < rows; ++r) {
+    const T* er = e + (r * n + H) * TL;
+    const T* vr = v + ir[r] * wv;
+    T* out = P.out + (b * P.c * H + ir[r]) * W + j0;
+    auto block = [&](auto channels, int64_t c0) {
+      constexpr int CB = decltype(channels)::value;
+      V acc[CB][NV];
+#pragma GCC unroll 8
+      for (int c = 0; c < CB; ++c)
+#pragma GCC unroll 8
+        for (int jv = 0; jv < NV; ++jv) acc[c][jv] = S::load(o + (r * P.c + c0 + c) * TL + jv * L);
+      for (int64_t s = 0; s < W; ++s) {
+        V a[NV];
+#pragma GCC unroll 8
+        for (int jv = 0; jv < NV; ++jv) a[jv] = S::load(er + s * TL + jv * L);
+#pragma GCC unroll 8
+        for (int c = 0; c < CB; ++c) {
+          const T x = vr[(c0 + c) * plane + s];
+#pragma GCC unroll 8
+          for (int jv = 0; jv < NV; ++jv) acc[c][jv] += a[jv] * x;
+        }
+      }
+#pragma GCC unroll 8
+      for (int jv = 0; jv < NV; ++jv) {
+        const V scale = S::load(inv + r * TL + jv * L);
+#pragma GCC unroll 8
+        for (int c = 0; c < CB; ++c) {
+          T* dst = out + (c0 + c) * H * W + jv * L;
+          if (count >= (jv + 1) * L)
+            S::store(dst, acc[c][jv] * scale);
+          else
+            S::store_partial(dst, acc[c][jv] * scale, count - jv * L);
+        }
+      }
+    };
+    int64_t c0 = 0;
+    for (; c0 + Bk::kChannels <= P.c; c0 += Bk::kChannels) block(std::integral_constant<int, Bk::kChannels>{}, c0);
+    for (; c0 < P.c; ++c0) block(std::integral_constant<int, 1>{}, c0);
+  }
+}
+
+// Units [lo, hi) of the forward: unit u is image u / (row blocks x tiles), then row block, then tile.
+template <typename T, int VB>
+inline __attribute__((always_inline)) void forward_units(const Planes<T>& P, int64_t lo, int64_t hi, T* scratch) {
+  constexpr int64_t TL = kTile * Simd<T, VB>::L;
+  const int64_t blocks = (P.h + kRows - 1) / kRows, tiles = (P.wv + TL - 1) / TL;
+  T* e = scratch;
+  T* o = e + kRows * (P.h + P.w) * TL;
+  T* inv = o + kRows * P.c * TL;
+  for (int64_t u = lo; u < hi; ++u) {
+    const int64_t b = u / (blocks * tiles), i0 = (u / tiles) % blocks * kRows, j0 = u % tiles * TL;
+    const int64_t rows = std::min(kRows, P.h - i0);
+    switch (std::min<int64_t>(kTile, (P.wv - j0) / Simd<T, VB>::L)) {
+      case 4: forward_unit<T, VB, 4>(P, b, i0, rows, j0, e, o, inv); break;
+      case 3: forward_unit<T, VB, 3>(P, b, i0, rows, j0, e, o, inv); break;
+      case 2: forward_unit<T, VB, 2>(P, b, i0, rows, j0, e, o, inv); break;
+      default: forward_unit<T, VB, 1>(P, b, i0, rows, j0, e, o, inv); break;
+    }
+  }
+}
+
+static_assert(kTile == 4, "forward_units dispatches on 1..4 column vectors per tile");
+
+// The kernels that threads run, compiled per instruction set (float32 and float64).
+#define DIN_FAST_CCA_KERNELS(suffix, target, isa, vb)                                                          \
+  template <typename T>                                                                                       \
+  target void forward_units_##suffix(const Planes<T>& P, int64_t lo, int64_t hi, T* scratch) {                 \
+    forward_units<T, vb>(P, lo, hi, scratch);                                                                 \
+  }                                                                                                           \
+  template <typename T>                                                                                       \
+  target void line_backward_##suffix(const Line<T>& L, bool self, const T* g, const T* lse, const T* dsum,     \
+                                     T* dq, T* dk, T* dv, T* kt, T* e) {                                      \
+    line_backward<T, isa>(L, self, g, lse, dsum, dq, dk, dv, kt, e);                                          \
   }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-DIN_FAST_LINE_KERNELS(avx512, DIN_FAST_TARGET_AVX512, Isa::kAvx512)
-DIN_FAST_LINE_KERNELS(avx2, DIN_FAST_TARGET_AVX2, Isa::kAvx2)
+DIN_FAST_CCA_KERNELS(avx512, DIN_FAST_TARGET_AVX512, Isa::kAvx512, 64)
+DIN_FAST_CCA_KERNELS(avx2, DIN_FAST_TARGET_AVX2, Isa::kAvx2, 32)
 #endif
-DIN_FAST_LINE_KERNELS(base, , Isa::kBase)
+DIN_FAST_CCA_KERNELS(base, , Isa::kBase, 16)
 
-void run_line_forward(const Line<float>& L, bool first, float* acc, float* m, float* l, float* kt, float* e) {
+// Vector width (bytes) of the forward kernel this CPU runs: the padding unit of the rows it reads.
+inline int vector_bytes() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_isa() == Isa::kAvx512) return line_forward_avx512(L, first, acc, m, l, kt, e);
-  if (cpu_isa() == Isa::kAvx2) return line_forward_avx2(L, first, acc, m, l, kt, e);
+  if (cpu_isa() == Isa::kAvx512) return 64;
+  if (cpu_isa() == Isa::kAvx2) return 32;
 #endif
-  line_forward_base(L, first, acc, m, l, kt, e);
+  return 16;
 }
 
-void run_line_forward(const Line<double>& L, bool first, double* acc, double* m, double* l, double* kt,
-                      double* e) {
-  line_forward<double, Isa::kBase>(L, first, acc, m, l, kt, e);
+template <typename T>
+void run_forward_units(const Planes<T>& P, int64_t lo, int64_t hi, T* scratch) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu_isa() == Isa::kAvx512) return forward_units_avx512(P, lo, hi, scratch);
+  if (cpu_isa() == Isa::kAvx2) return forward_units_avx2(P, lo, hi, scratch);
+#endif
+  forward_units_base(P, lo, hi, scratch);
 }
 
-void run_line_backward(const Line<float>& L, bool self, const float* g, const float* lse, const float* dsum,
-                       float* dq, float* dk, float* dv, float* kt, float* e) {
+template <typename T>
+void run_line_backward(const Line<T>& L, bool self, const T* g, const T* lse, const T* dsum, T* dq, T* dk, T* dv,
+                       T* kt, T* e) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (cpu_isa() == Isa::kAvx512) return line_backward_avx512(L, self, g, lse, dsum, dq, dk, dv, kt, e);
   if (cpu_isa() == Isa::kAvx2) return line_backward_avx2(L, self, g, lse, dsum, dq, dk, dv, kt, e);
@@ -265,39 +404,44 @@ void run_line_backward(const Line<float>& L, bool self, const float* g, const fl
   line_backward_base(L, self, g, lse, dsum, dq, dk, dv, kt, e);
 }
 
-void run_line_backward(const Line<double>& L, bool self, const double* g, const double* lse, const double* dsum,
-                       double* dq, double* dk, double* dv, double* kt, double* e) {
-  line_backward<double, Isa::kBase>(L, self, g, lse, dsum, dq, dk, dv, kt, e);
-}
-
 struct Dims {
   int64_t b, h, w, cq, c;
 };
+
+// (B, C, H, W) as contiguous rows of wv >= W values (zero padding), without a copy when it already is.
+at::Tensor padded_rows(const at::Tensor& t, int64_t wv) {
+  const at::Tensor c = t.contiguous();
+  return wv == t.size(3) ? c : at::constant_pad_nd(c, {0, wv - t.size(3)});
+}
+
+// out (B, C, H, W), and lse (B, H, W) when lse is defined.
+void forward(const Dims& d, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
+             at::Tensor* lse) {
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "criss_cross_attention_cpp", [&] {
+    const int64_t lanes = vector_bytes() / static_cast<int64_t>(sizeof(scalar_t));
+    const int64_t wv = (d.w + lanes - 1) / lanes * lanes, tile = kTile * lanes;
+    const at::Tensor qp = padded_rows(q, wv), kp = padded_rows(k, wv), vp = padded_rows(v, wv);
+    const Planes<scalar_t> P{qp.const_data_ptr<scalar_t>(), kp.const_data_ptr<scalar_t>(),
+                             vp.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                             lse != nullptr ? lse->mutable_data_ptr<scalar_t>() : nullptr,
+                             d.b, d.h, d.w, wv, d.cq, d.c};
+    const int64_t units = d.b * ((d.h + kRows - 1) / kRows) * ((wv + tile - 1) / tile);
+    at::parallel_for(0, units, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<scalar_t> scratch(kRows * (d.h + d.w + d.c + 1) * tile);
+      run_forward_units(P, lo, hi, scratch.data());
+    });
+  });
+}
 
 // Offset (in positions) of line `idx` of a phase: rows are (b, i), columns (b, j).
 inline int64_t line_base(const Dims& d, bool rows, int64_t idx) {
   return rows ? idx * d.w : (idx / d.w) * d.h * d.w + idx % d.w;
 }
 
+// One backward phase (rows or columns) on channels-last (B, H, W, C) data; lse and dsum per position.
 template <typename T>
-inline __attribute__((always_inline)) void forward_phase(const Dims& d, bool rows, const T* q, const T* k,
-                                                         const T* v, T* acc, T* m, T* l) {
-  const int64_t lines = rows ? d.b * d.h : d.b * d.w;
-  const int64_t n = rows ? d.w : d.h;
-  at::parallel_for(0, lines, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<T> scratch(d.cq * n + kRows * n);
-    for (int64_t idx = lo; idx < hi; ++idx) {
-      const int64_t base = line_base(d, rows, idx);
-      const Line<T> L{q + base * d.cq, k + base * d.cq, v + base * d.c, n, rows ? 1 : d.w, d.cq, d.c};
-      run_line_forward(L, rows, acc + base * d.c, m + base, l + base, scratch.data(), scratch.data() + d.cq * n);
-    }
-  });
-}
-
-template <typename T>
-inline __attribute__((always_inline)) void backward_phase(const Dims& d, bool rows, const T* q, const T* k,
-                                                          const T* v, const T* g, const T* lse, const T* dsum,
-                                                          T* dq, T* dk, T* dv) {
+void backward_phase(const Dims& d, bool rows, const T* q, const T* k, const T* v, const T* g, const T* lse,
+                    const T* dsum, T* dq, T* dk, T* dv) {
   const int64_t lines = rows ? d.b * d.h : d.b * d.w;
   const int64_t n = rows ? d.w : d.h;
   at::parallel_for(0, lines, 1, [&](int64_t lo, int64_t hi) {
@@ -306,44 +450,9 @@ inline __attribute__((always_inline)) void backward_phase(const Dims& d, bool ro
       const int64_t base = line_base(d, rows, idx);
       const Line<T> L{q + base * d.cq, k + base * d.cq, v + base * d.c, n, rows ? 1 : d.w, d.cq, d.c};
       run_line_backward(L, rows, g + base * d.c, lse + base, dsum + base, dq + base * d.cq, dk + base * d.cq,
-                    dv + base * d.c, scratch.data(), scratch.data() + d.cq * n);
+                        dv + base * d.c, scratch.data(), scratch.data() + d.cq * n);
     }
   });
-}
-
-// Full forward: rows, then columns (skipped when H == 1: the column holds only the position itself).
-template <typename T>
-inline __attribute__((always_inline)) void forward_all(const Dims& d, const T* q, const T* k, const T* v, T* out,
-                                                       T* m, T* l) {
-  forward_phase(d, true, q, k, v, out, m, l);
-  if (d.h > 1) {
-    forward_phase(d, false, q, k, v, out, m, l);
-  } else {
-    at::parallel_for(0, d.b * d.w, 64, [&](int64_t lo, int64_t hi) {
-      for (int64_t p = lo; p < hi; ++p) {
-        const T inv = T(1) / l[p];
-        for (int64_t ch = 0; ch < d.c; ++ch) out[p * d.c + ch] *= inv;
-      }
-    });
-  }
-}
-
-template <typename T>
-inline __attribute__((always_inline)) void backward_all(const Dims& d, const T* q, const T* k, const T* v,
-                                                        const T* g, T* out, T* m, T* l, T* dq, T* dk, T* dv) {
-  forward_all(d, q, k, v, out, m, l);
-  const int64_t positions = d.b * d.h * d.w;
-  // m <- lse, l <- D = g . out
-  at::parallel_for(0, positions, 256, [&](int64_t lo, int64_t hi) {
-    for (int64_t p = lo; p < hi; ++p) {
-      m[p] += std::log(l[p]);
-      T acc = 0;
-      for (int64_t ch = 0; ch < d.c; ++ch) acc += g[p * d.c + ch] * out[p * d.c + ch];
-      l[p] = acc;
-    }
-  });
-  backward_phase(d, true, q, k, v, g, m, l, dq, dk, dv);
-  if (d.h > 1) backward_phase(d, false, q, k, v, g, m, l, dq, dk, dv);
 }
 
 // (B, C, H, W) -> contiguous (B, H, W, C) (free for channels_last inputs).
@@ -364,15 +473,9 @@ Dims check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 
 at::Tensor criss_cross_attention_cpp(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   const Dims d = check(q, k, v);
-  const at::Tensor qt = to_nhwc(q), kt = to_nhwc(k), vt = to_nhwc(v);
-  at::Tensor out = at::empty({d.b, d.h, d.w, d.c}, v.options());
-  at::Tensor stats = at::empty({2, d.b * d.h * d.w}, v.options());
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "criss_cross_attention_cpp", [&] {
-    forward_all(d, qt.const_data_ptr<scalar_t>(), kt.const_data_ptr<scalar_t>(), vt.const_data_ptr<scalar_t>(),
-                 out.mutable_data_ptr<scalar_t>(), stats[0].mutable_data_ptr<scalar_t>(),
-                 stats[1].mutable_data_ptr<scalar_t>());
-  });
-  return as_nchw(out);
+  at::Tensor out = at::empty({d.b, d.c, d.h, d.w}, v.options());
+  forward(d, q, k, v, out, nullptr);
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> criss_cross_attention_backward_cpp(const at::Tensor& grad,
@@ -381,17 +484,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> criss_cross_attention_backward_cp
                                                                                   const at::Tensor& v) {
   const Dims d = check(q, k, v);
   check_same(grad, "grad", v, "v", v.sizes());
+  at::Tensor out = at::empty({d.b, d.c, d.h, d.w}, v.options());
+  at::Tensor lse = at::empty({d.b, d.h, d.w}, v.options());
+  forward(d, q, k, v, out, &lse);
+  const at::Tensor dsum = (grad * out).sum(1);  // D_p = g_p . out_p, (B, H, W)
   const at::Tensor qt = to_nhwc(q), kt = to_nhwc(k), vt = to_nhwc(v), gt = to_nhwc(grad);
-  at::Tensor out = at::empty({d.b, d.h, d.w, d.c}, v.options());
-  at::Tensor stats = at::empty({2, d.b * d.h * d.w}, v.options());
   at::Tensor dq = at::zeros({d.b, d.h, d.w, d.cq}, q.options());
   at::Tensor dk = at::zeros({d.b, d.h, d.w, d.cq}, q.options());
   at::Tensor dv = at::zeros({d.b, d.h, d.w, d.c}, v.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "criss_cross_attention_backward_cpp", [&] {
-    backward_all(d, qt.const_data_ptr<scalar_t>(), kt.const_data_ptr<scalar_t>(), vt.const_data_ptr<scalar_t>(),
-                  gt.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-                  stats[0].mutable_data_ptr<scalar_t>(), stats[1].mutable_data_ptr<scalar_t>(),
-                  dq.mutable_data_ptr<scalar_t>(), dk.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>());
+    for (const bool rows : {true, false}) {
+      if (!rows && d.h == 1) break;  // the column holds only the position itself, excluded
+      backward_phase(d, rows, qt.const_data_ptr<scalar_t>(), kt.const_data_ptr<scalar_t>(),
+                     vt.const_data_ptr<scalar_t>(), gt.const_data_ptr<scalar_t>(), lse.const_data_ptr<scalar_t>(),
+                     dsum.const_data_ptr<scalar_t>(), dq.mutable_data_ptr<scalar_t>(), dk.mutable_data_ptr<scalar_t>(),
+                     dv.mutable_data_ptr<scalar_t>());
+    }
   });
   return {as_nchw(dq), as_nchw(dk), as_nchw(dv)};
 }

@@ -2,8 +2,9 @@
 
 Maths: for position p = (i, j), S(p) is row i together with column j, p itself counted once
 (H + W − 1 positions); ``out[:, p] = Σ_{s ∈ S(p)} softmax_s(q[:, p] · k[:, s]) v[:, s]``. The fused
-kernels compute the softmax online (a running maximum and sum per position, merged over the row and
-the column), so the (B, H, W, H + W − 1) energy tensor of the reference is never formed.
+kernels never form the (B, H, W, H + W − 1) energy tensor of the reference: the C++ kernel holds the
+energies of a block of 4 rows × 64 columns at a time (a two-pass softmax per position), the Triton
+kernel merges the row and the column online (a running maximum and sum per position).
 
 Shapes: q, k (B, Cq, H, W); v (B, C, H, W). Output (B, C, H, W). Accumulation in float32 (float64 for
 float64 inputs).
