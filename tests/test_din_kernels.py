@@ -32,7 +32,10 @@ TRITON = _impls("triton")
 #: Shapes with odd H and W, B > 1 and C not a multiple of 8 (nor of the SIMD width).
 SHAPES = {"asyca": [dict(b=3, c=12, h=7, w=9, reduction=4), dict(b=2, c=5, h=1, w=13, reduction=5)],
           "dwc_sum": [dict(k=4, b=3, c=13, h=7, w=9), dict(k=1, b=2, c=5, h=5, w=1),
-                      dict(k=6, b=1, c=3, h=33, w=37)]}
+                      dict(k=6, b=1, c=3, h=33, w=37),
+                      # the C++ kernel's other k-specialised loops (2, 3, 5) and its any-k loops (k > 6)
+                      dict(k=2, b=2, c=3, h=5, w=7), dict(k=3, b=1, c=6, h=9, w=3),
+                      dict(k=5, b=2, c=17, h=4, w=5), dict(k=7, b=2, c=5, h=3, w=11)]}
 
 
 def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:

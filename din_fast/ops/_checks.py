@@ -35,3 +35,14 @@ def same_as(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor,
     expected = ref.shape if shape is None else shape
     if t.shape != tuple(expected):  # torch.Size is a tuple: compared without converting it
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def all_same_as(name: str, ts: Sequence[torch.Tensor], start: int, ref_name: str, ref: torch.Tensor) -> None:
+    """``same_as`` for ``ts[i]`` (named ``name[i]``), i >= start: ref's dtype, device and shape.
+
+    One comparison per tensor on the common (valid) path; ``same_as`` words the error."""
+    device, dtype, shape = ref.device, ref.dtype, ref.shape
+    for i in range(start, len(ts)):
+        t = ts[i]
+        if not (isinstance(t, torch.Tensor) and t.dtype == dtype and t.device == device and t.shape == shape):
+            same_as(f"{name}[{i}]", t, ref_name, ref)

@@ -112,7 +112,7 @@ def _autocast_args(args: Sequence[Any], device_type: str) -> list[Any]:
 
 # Tensor types the eager fast path passes straight to a kernel. Subclasses (FakeTensor, FunctionalTensor,
 # tensor-subclass wrappers) need the dispatcher, so they take the torch.ops path.
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
 
 
 def _eager_plain(tensors: Sequence[Any]) -> bool:
@@ -122,7 +122,7 @@ def _eager_plain(tensors: Sequence[Any]) -> bool:
             or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
             or torch._C._get_tracing_state() is not None):
         return False
-    return all(type(t) in _PLAIN_TENSORS for t in tensors)
+    return _PLAIN_TENSORS.issuperset(map(type, tensors))
 
 
 class _EagerAutograd(torch.autograd.Function):

@@ -22,8 +22,7 @@ def _check(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor)
     if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
         raise ValueError("inputs must be a non-empty list of tensors (k >= 1)")
     _checks.feature("inputs[0]", inputs[0])
-    for j, t in enumerate(inputs[1:], start=1):
-        _checks.same_as(f"inputs[{j}]", t, "inputs[0]", inputs[0])
+    _checks.all_same_as("inputs", inputs, 1, "inputs[0]", inputs[0])
     c = inputs[0].shape[1]
     _checks.same_as("weight", weight, "inputs[0]", inputs[0], (len(inputs), c))
     _checks.same_as("bias", bias, "inputs[0]", inputs[0], (c,))
