@@ -1,9 +1,26 @@
-// An empty Python module: `import din_fast._C` loads this library, whose static
+// The Python module din_fast._C: `import din_fast._C` loads this library, whose static
 // TORCH_LIBRARY_IMPL blocks then register the C++ kernels. The op schemas are
 // defined once, in Python (din_fast/ops/_library.py), so that a build without the
-// extension exposes exactly the same ops.
+// extension exposes exactly the same ops. Its one function reports which instruction set
+// the CPU kernels run with (vec_math.h's cpu_isa()).
 #include <Python.h>
 
-static struct PyModuleDef din_fast_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+#include "vec_math.h"
+
+static PyObject* cpu_isa(PyObject*, PyObject*) {
+  switch (din_fast::cpu_isa()) {
+    case din_fast::Isa::kAvx512: return PyUnicode_FromString("avx512");
+    case din_fast::Isa::kAvx2: return PyUnicode_FromString("avx2");
+    case din_fast::Isa::kBase: break;
+  }
+  return PyUnicode_FromString("baseline");
+}
+
+static PyMethodDef din_fast_methods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS,
+     "Instruction set of the CPU kernels' vector code: 'avx512', 'avx2' or 'baseline' (capped by DIN_FAST_CPU_ISA)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+static struct PyModuleDef din_fast_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, din_fast_methods};
 
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&din_fast_module); }

@@ -4,9 +4,15 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <bit>
 #include <cstring>
 #include <type_traits>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace din_fast {
 
@@ -92,12 +98,20 @@ namespace din_fast {
 
 enum class Isa { kBase, kAvx2, kAvx512 };
 
+// The widest instruction set the CPU supports, capped by the environment variable DIN_FAST_CPU_ISA
+// ("avx2" or "baseline") if set when the extension first asks: so the narrower kernels can be tested
+// (and compared) on a machine that would otherwise always run the widest. Read once per process.
 inline Isa cpu_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  static const Isa isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-                             ? Isa::kAvx512
-                             : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? Isa::kAvx2
-                                                                                                : Isa::kBase);
+  static const Isa isa = [] {
+    Isa best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                   ? Isa::kAvx512
+                   : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? Isa::kAvx2 : Isa::kBase);
+    const char* cap = std::getenv("DIN_FAST_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best == Isa::kAvx512) best = Isa::kAvx2;
+    if (cap != nullptr && std::strcmp(cap, "baseline") == 0) best = Isa::kBase;
+    return best;
+  }();
   return isa;
 #else
   return Isa::kBase;

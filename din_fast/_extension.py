@@ -1,7 +1,7 @@
 """Loading of the compiled extension ``din_fast._C``.
 
-The extension only *registers* kernels (C++ CPU, C++/CUDA) on ops whose schemas are defined in
-Python; it exposes no Python functions. A failed load is not fatal — every op still has its
+The extension *registers* kernels (C++ CPU, C++/CUDA) on ops whose schemas are defined in Python;
+its only Python function, ``cpu_isa()``, names the instruction set its CPU kernels run with. A failed load is not fatal — every op still has its
 reference implementation — but the error is kept and shown by ``din-fast info``.
 """
 
@@ -38,12 +38,14 @@ def load_error() -> str | None:
 
 
 def build_info() -> dict:
-    """What was built: the extension's path or load error, and per op which implementations exist."""
+    """What was built: the extension's path or load error, the instruction set of its CPU kernels
+    ("avx512", "avx2" or "baseline"; None without the extension) and per op which implementations exist."""
     from din_fast import backends
 
     return {
         "extension_loaded": _LOADED,
         "extension_path": _PATH,
         "extension_error": _ERROR,
+        "cpu_isa": _C.cpu_isa() if _LOADED else None,
         "ops": {name: backends.implementations(name) for name in backends.op_names()},
     }

@@ -27,7 +27,8 @@ def report() -> str:
     except ImportError:
         lines.append("triton: not installed")
     if info["extension_loaded"]:
-        lines.append(f"extension din_fast._C: loaded from {info['extension_path']}")
+        lines.append(f"extension din_fast._C: loaded from {info['extension_path']} "
+                     f"(CPU kernels: {info['cpu_isa']})")
     else:
         lines.append(f"extension din_fast._C: NOT loaded — {info['extension_error']}")
     lines.append(f"backend: {backends.get_backend()}")

@@ -1,5 +1,10 @@
 """``mshf`` implementations (cpp; triton under the interpreter) against the float64 reference."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -14,8 +19,12 @@ from op_inputs import GRAD_SHAPES, mshf_args, requiring_grad
 # tiny shapes and fewer cases; on a GPU they run everything.
 INTERPRETED = not torch.cuda.is_available()
 
-# Odd sizes, B > 1, C = 16 and 33; 5×7 is smaller than the largest halo (3), 19×11 spans two row blocks.
-SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=2, c=33, h=19, w=11), dict(b=1, c=16, h=1, w=9)]
+# Odd sizes, B > 1, C = 16 and 33; 5×7 is smaller than the largest halo (3). The cpp forward works in
+# blocks of 24 rows, in groups of up to 4 rows i, i + d, … per dilation d, on rows rounded up to whole
+# vectors: 29×37 spans two blocks, its last block (5 rows) leaves groups of 1, 2, 3 and 4 rows, and 37
+# columns are not a whole number of vectors.
+SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=2, c=33, h=19, w=11), dict(b=1, c=16, h=1, w=9),
+          dict(b=2, c=6, h=29, w=37)]
 TRITON_SHAPES = [dict(b=2, c=3, h=5, w=7)]
 
 
@@ -104,3 +113,28 @@ def test_private_kernels_check_their_arguments(impl):
         fwd(x[:, :, :0], w, b)
     with pytest.raises(ValueError, match="grad must have shape"):
         bwd(torch.zeros(2, 2, 5, 7, dtype=torch.float64), x, w, b)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_narrower_instruction_sets_match_reference(isa):
+    """The cpp forward is compiled for AVX-512, AVX2 and the baseline and picks the widest the CPU has;
+    DIN_FAST_CPU_ISA caps it, so a fresh process runs the narrower kernels here (float32 and float64,
+    the block/group/width cases of SHAPES)."""
+    skip_unless_runs("mshf", "cpp", torch.float64)
+    code = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import din_fast
+        from impl_checks import check_forward
+        from op_inputs import mshf_args
+        assert din_fast._extension.build_info()["cpu_isa"] in ({isa!r}, "baseline")
+        g = torch.Generator().manual_seed(3)
+        for shape in {SHAPES!r}:
+            args = mshf_args(generator=g, **shape)
+            for dtype in (torch.float64, torch.float32):
+                check_forward("mshf", "cpp", args, dtype)
+        print("ok")
+    """)
+    env = dict(os.environ, DIN_FAST_CPU_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

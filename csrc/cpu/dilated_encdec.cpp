@@ -37,6 +37,7 @@
 
 #include "common.h"
 #include "dilated_encdec.h"
+#include "simd.h"
 
 #define ENCDEC_INLINE inline __attribute__((always_inline))
 
@@ -122,25 +123,7 @@ template <typename T>
 ENCDEC_INLINE void zero_row(T* row, const Geometry& g) { std::fill(row - g.M, row + g.Wv + g.M, T(0)); }
 
 // ----------------------------------------------------------------------------------------------------
-// SIMD building blocks.
-
-template <typename T, int VB>
-struct Simd {
-  typedef T V __attribute__((vector_size(VB)));
-  static constexpr int L = VB / sizeof(T);
-  static ENCDEC_INLINE V load(const T* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(V));
-    return v;
-  }
-  static ENCDEC_INLINE void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  static ENCDEC_INLINE V splat(T s) { return V{} + s; }
-  static ENCDEC_INLINE V relu(V v) { return v > T(0) ? v : V{}; }
-  // Writes the first min(L, n) lanes (the last vector of an image row).
-  static ENCDEC_INLINE void store_partial(T* p, V v, int64_t n) {
-    std::memcpy(p, &v, sizeof(T) * std::min<int64_t>(L, n));
-  }
-};
+// SIMD building blocks (the vector type is simd.h's Simd).
 
 // Vectors per block along x, so that NX·COUT accumulators (plus a few operands) fit the register file.
 template <int VB>
