@@ -56,19 +56,20 @@ struct Simd {
   }
 };
 
-// exp_nonpositive on every lane of a float vector of Simd (the same algorithm, written on whole vectors
-// so that it compiles to vector instructions of any width; floor through truncation, exact for the
-// |x| < 2^31 at hand); double lanes call std::exp.
+// exp_nonpositive on every lane of a float vector of Simd (the same reduction and polynomial, written on
+// whole vectors so that it compiles to vector instructions of any width; n = round(x / ln 2) and 2^n
+// come from the bits of one float addition instead of conversions: max relative error 8.4e-8 on
+// [-87, 0], as the scalar form); double lanes call std::exp.
 template <typename V>
 inline __attribute__((always_inline)) V exp_nonpositive_lanes(V x) {
   using T = std::remove_cv_t<std::remove_reference_t<decltype(x[0])>>;
   if constexpr (std::is_same_v<T, float>) {
     typedef int32_t VI __attribute__((vector_size(sizeof(V))));
-    x = x < -87.3f ? V{} - 87.3f : x;
-    const V y = x * 1.44269504088896341f + 0.5f;
-    VI ni = __builtin_convertvector(y, VI);
-    ni += (__builtin_convertvector(ni, V) > y);  // truncation rounded up: minus one (true is -1)
-    const V n = __builtin_convertvector(ni, V);
+    const V lo = V{} - 87.3f;
+    x = x > lo ? x : lo;
+    // n = round(x / ln 2) by the adder: 1.5 * 2^23 + n holds n in its low mantissa bits.
+    const V y = x * 1.44269504088896341f + 12582912.0f;
+    const V n = y - 12582912.0f;
     const V r = x - n * 0.693359375f + n * 2.12194440e-4f;
     V p = V{} + 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -77,7 +78,8 @@ inline __attribute__((always_inline)) V exp_nonpositive_lanes(V x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    return p * reinterpret_cast<V>((ni + 127) << 23);
+    // 2^n: n + 127 shifted into the exponent field; y's own exponent bits shift out.
+    return p * reinterpret_cast<V>((reinterpret_cast<VI>(y) + 127) << 23);
   } else {
     for (int l = 0; l < static_cast<int>(sizeof(V) / sizeof(T)); ++l) x[l] = std::exp(x[l]);
     return x;

@@ -8,8 +8,9 @@
 //      (lanes: j; register blocks of rows x keys), and against its row, e[r][H + s][j] = q(i_r, j) . k(i_r, s)
 //      (k broadcast); the H + W energies of a position sit in one lane of a per-thread buffer of
 //      kRows * (H + W) * tile values, never a (B, H, W, H + W - 1) tensor;
-//   2. a two-pass softmax per lane: the maximum over the H + W - 1 keys (the column's own position
-//      excluded), then exp and sum (vector exp, vec_math.h); the excluded entry gets weight 0;
+//   2. a two-pass softmax per lane: the maximum over the H + W - 1 keys is kept while step 1 stores the
+//      energies (the column's own position is stored as -inf), then one pass of exp and sum (vector exp,
+//      vec_math.h) over the position's contiguous H + W entries;
 //   3. the column sum o[r][c][j] = sum_t e[r][t][j] v(c, t, j) (register blocks of rows x channels, so each
 //      v vector loaded serves kRows rows), then the row sum out = (o + sum_s e[r][H + s][j] v(c, i_r, s)) / l
 //      (register blocks of channels x column vectors, v broadcast). Work is about 2 (H + W) (Cq + C)
@@ -168,27 +169,36 @@ struct Blocks {
 };
 
 // One unit: rows i_r = i0 + min(r, rows - 1) (a short last block repeats its last row; nothing is stored
-// for the repeats), column vectors [j0, j0 + NV * L) of image b. e: kRows x (H + W) x kTile * L energies,
-// o: kRows x C x kTile * L column sums, inv: kRows x kTile * L.
+// for the repeats), column vectors [j0, j0 + NV * L) of image b. Scratch: e, kRows x kTile x (H + W) vectors
+// (entry t < H: column key t, entry H + s: row key s; the H + W entries of one row and column vector are
+// contiguous), o, kRows x C x kTile vectors of column sums, and inv, kRows x kTile vectors.
 template <typename T, int VB, int NV>
 inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int64_t b, int64_t i0, int64_t rows,
                                                         int64_t j0, T* e, T* o, T* inv) {
   using S = Simd<T, VB>;
   using V = typename S::V;
-  constexpr int L = S::L, R = kRows, TL = kTile * L;
+  constexpr int L = S::L, R = kRows;
   using Bk = Blocks<VB>;
   const int64_t H = P.h, W = P.w, wv = P.wv, plane = H * wv, n = H + W;
   const T* q = P.q + b * P.cq * plane + j0;
   const T* k = P.k + b * P.cq * plane;
   const T* v = P.v + b * P.c * plane;
+  const auto at = [&](int r, int jv, int64_t t) __attribute__((always_inline)) {
+    return e + ((r * kTile + jv) * n + t) * L;
+  };
   int64_t ir[R];
   for (int r = 0; r < R; ++r) ir[r] = i0 + std::min<int64_t>(r, rows - 1);
+  // Running maxima of the energies (the column's own position, stored as -inf, never wins).
+  const V lowest = S::splat(-std::numeric_limits<T>::infinity());
+  V mx[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int jv = 0; jv < NV; ++jv) mx[r][jv] = lowest;
 
   // 1a. Column energies e[r][t] = q(i_r) . k(t), lane-wise over the columns.
   for (int jv = 0; jv < NV; ++jv) {
     const T* qj = q + jv * L;
     const T* kj = k + j0 + jv * L;
-    auto block = [&](auto keys, int64_t t0) {
+    auto block = [&](auto keys, int64_t t0) __attribute__((always_inline)) {
       constexpr int KB = decltype(keys)::value;
       V acc[R][KB] = {};
       for (int64_t ch = 0; ch < P.cq; ++ch) {
@@ -205,7 +215,11 @@ inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int6
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-        for (int t = 0; t < KB; ++t) S::store(e + (r * n + t0 + t) * TL + jv * L, acc[r][t]);
+        for (int t = 0; t < KB; ++t) {
+          const V x = t0 + t == ir[r] ? lowest : acc[r][t];
+          mx[r][jv] = x > mx[r][jv] ? x : mx[r][jv];
+          S::store(at(r, jv, t0 + t), x);
+        }
     };
     int64_t t0 = 0;
     for (; t0 + Bk::kKeys <= H; t0 += Bk::kKeys) block(std::integral_constant<int, Bk::kKeys>{}, t0);
@@ -216,8 +230,7 @@ inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int6
   for (int r = 0; r < R; ++r) {
     const T* qr = q + ir[r] * wv;
     const T* kr = k + ir[r] * wv;
-    T* er = e + (r * n + H) * TL;
-    auto block = [&](auto keys, int64_t s0) {
+    auto block = [&](auto keys, int64_t s0) __attribute__((always_inline)) {
       constexpr int KB = decltype(keys)::value;
       V acc[KB][NV] = {};
       for (int64_t ch = 0; ch < P.cq; ++ch) {
@@ -234,29 +247,28 @@ inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int6
 #pragma GCC unroll 8
       for (int s = 0; s < KB; ++s)
 #pragma GCC unroll 8
-        for (int jv = 0; jv < NV; ++jv) S::store(er + (s0 + s) * TL + jv * L, acc[s][jv]);
+        for (int jv = 0; jv < NV; ++jv) {
+          mx[r][jv] = acc[s][jv] > mx[r][jv] ? acc[s][jv] : mx[r][jv];
+          S::store(at(r, jv, H + s0 + s), acc[s][jv]);
+        }
     };
     int64_t s0 = 0;
     for (; s0 + Bk::kRowKeys <= W; s0 += Bk::kRowKeys) block(std::integral_constant<int, Bk::kRowKeys>{}, s0);
     for (; s0 < W; ++s0) block(std::integral_constant<int, 1>{}, s0);
   }
 
-  // 2. Softmax per lane over the H + W entries but the column's own position (t = i_r), which gets 0.
+  // 2. Softmax numerators and sums per lane (the excluded entry: exp(-inf) = 0, or ~1e-38 for float).
   for (int r = 0; r < R; ++r) {
     for (int jv = 0; jv < NV; ++jv) {
-      T* er = e + r * n * TL + jv * L;
-      V m = S::splat(-std::numeric_limits<T>::infinity());
-      for (int64_t t = 0; t < n; ++t) {
-        const V x = S::load(er + t * TL);
-        m = t == ir[r] ? m : (x > m ? x : m);
-      }
+      T* er = at(r, jv, 0);
+      const V m = mx[r][jv];
       V sum = {};
       for (int64_t t = 0; t < n; ++t) {
-        const V a = t == ir[r] ? V{} : exp_nonpositive_lanes(S::load(er + t * TL) - m);
-        S::store(er + t * TL, a);
+        const V a = exp_nonpositive_lanes(S::load(er + t * L) - m);
+        S::store(er + t * L, a);
         sum += a;
       }
-      S::store(inv + r * TL + jv * L, T(1) / sum);
+      S::store(inv + (r * kTile + jv) * L, T(1) / sum);
       if (P.lse != nullptr && r < rows) {
         const int64_t count = std::min<int64_t>(L, W - (j0 + jv * L));
         T* lse = P.lse + (b * H + ir[r]) * W + j0 + jv * L;
@@ -268,13 +280,13 @@ inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int6
   // 3a. Column sums o[r][c] = sum_t e[r][t] v(c, t), lane-wise; each v vector serves the kRows rows.
   for (int jv = 0; jv < NV; ++jv) {
     const T* vj = v + j0 + jv * L;
-    auto block = [&](auto channels, int64_t c0) {
+    auto block = [&](auto channels, int64_t c0) __attribute__((always_inline)) {
       constexpr int CB = decltype(channels)::value;
       V acc[R][CB] = {};
       for (int64_t t = 0; t < H; ++t) {
         V a[R], x[CB];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) a[r] = S::load(e + (r * n + t) * TL + jv * L);
+        for (int r = 0; r < R; ++r) a[r] = S::load(at(r, jv, t));
 #pragma GCC unroll 8
         for (int c = 0; c < CB; ++c) x[c] = S::load(vj + (c0 + c) * plane + t * wv);
 #pragma GCC unroll 8
@@ -285,7 +297,7 @@ inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int6
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-        for (int c = 0; c < CB; ++c) S::store(o + (r * P.c + c0 + c) * TL + jv * L, acc[r][c]);
+        for (int c = 0; c < CB; ++c) S::store(o + ((r * P.c + c0 + c) * kTile + jv) * L, acc[r][c]);
     };
     int64_t c0 = 0;
     for (; c0 + Bk::kChannels <= P.c; c0 += Bk::kChannels) block(std::integral_constant<int, Bk::kChannels>{}, c0);
@@ -296,20 +308,19 @@ inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int6
   // real columns only.
   const int64_t count = W - j0;  // columns of this tile that exist (the last vector may be partial)
   for (int r = 0; r < rows; ++r) {
-    const T* er = e + (r * n + H) * TL;
     const T* vr = v + ir[r] * wv;
     T* out = P.out + (b * P.c * H + ir[r]) * W + j0;
-    auto block = [&](auto channels, int64_t c0) {
+    auto block = [&](auto channels, int64_t c0) __attribute__((always_inline)) {
       constexpr int CB = decltype(channels)::value;
       V acc[CB][NV];
 #pragma GCC unroll 8
       for (int c = 0; c < CB; ++c)
 #pragma GCC unroll 8
-        for (int jv = 0; jv < NV; ++jv) acc[c][jv] = S::load(o + (r * P.c + c0 + c) * TL + jv * L);
+        for (int jv = 0; jv < NV; ++jv) acc[c][jv] = S::load(o + ((r * P.c + c0 + c) * kTile + jv) * L);
       for (int64_t s = 0; s < W; ++s) {
         V a[NV];
 #pragma GCC unroll 8
-        for (int jv = 0; jv < NV; ++jv) a[jv] = S::load(er + s * TL + jv * L);
+        for (int jv = 0; jv < NV; ++jv) a[jv] = S::load(at(r, jv, H + s));
 #pragma GCC unroll 8
         for (int c = 0; c < CB; ++c) {
           const T x = vr[(c0 + c) * plane + s];
@@ -319,7 +330,7 @@ inline __attribute__((always_inline)) void forward_unit(const Planes<T>& P, int6
       }
 #pragma GCC unroll 8
       for (int jv = 0; jv < NV; ++jv) {
-        const V scale = S::load(inv + r * TL + jv * L);
+        const V scale = S::load(inv + (r * kTile + jv) * L);
 #pragma GCC unroll 8
         for (int c = 0; c < CB; ++c) {
           T* dst = out + (c0 + c) * H * W + jv * L;
