@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <bit>
-#include <cstring>
 #include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -37,26 +36,7 @@ inline __attribute__((always_inline)) float exp_nonpositive(float x) {
 
 inline double exp_nonpositive(double x) { return std::exp(x); }
 
-// Fixed-width SIMD through GCC vector extensions: VB bytes of T (64: one AVX-512 register, 32: AVX2, 16:
-// SSE2). Code written with these compiles to the widest registers of the target it is built for.
-template <typename T, int VB>
-struct Simd {
-  typedef T V __attribute__((vector_size(VB)));
-  static constexpr int L = VB / sizeof(T);
-  static inline __attribute__((always_inline)) V load(const T* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(V));
-    return v;
-  }
-  static inline __attribute__((always_inline)) void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  static inline __attribute__((always_inline)) V splat(T s) { return V{} + s; }
-  // Writes the first min(L, n) lanes (the last vector of an image row).
-  static inline __attribute__((always_inline)) void store_partial(T* p, V v, int64_t n) {
-    std::memcpy(p, &v, sizeof(T) * static_cast<size_t>(n < L ? n : L));
-  }
-};
-
-// exp_nonpositive on every lane of a float vector of Simd (the same reduction and polynomial, written on
+// exp_nonpositive on every lane of a float vector of simd.h's Simd (the same reduction and polynomial, written on
 // whole vectors so that it compiles to vector instructions of any width; n = round(x / ln 2) and 2^n
 // come from the bits of one float addition instead of conversions: max relative error 8.4e-8 on
 // [-87, 0], as the scalar form); double lanes call std::exp.

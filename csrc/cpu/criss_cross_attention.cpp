@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common.h"
+#include "simd.h"
 #include "vec_math.h"
 
 namespace din_fast {
