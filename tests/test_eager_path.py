@@ -76,10 +76,13 @@ def test_fast_path_without_grad_builds_no_graph():
 
 
 def test_fast_path_refuses_double_backward():
+    """create_graph=True still gives the first-order gradients; differentiating them again raises."""
     _skip_unless_cpp("dwc_sum")
     leaves = requiring_grad(ARGS["dwc_sum"]())
     out = din_fast.ops.dwc_sum(*leaves)
     (g,) = torch.autograd.grad(out.square().sum(), [leaves[1]], create_graph=True)
+    (plain,) = torch.autograd.grad(din_fast.ops.dwc_sum(*leaves).square().sum(), [leaves[1]])
+    torch.testing.assert_close(g, plain, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
         g.sum().backward()
 

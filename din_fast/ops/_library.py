@@ -139,11 +139,21 @@ class _EagerAutograd(torch.autograd.Function):
         return fused._run_forward(impl, args)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+    def _grads(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         args = _unflatten(ctx.saved_tensors, ctx.spec)
         grads = _flatten(ctx.fused._run_backward(ctx.impl, grad, args))[0]
         return (None, None, None, *grads)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        # Grad mode is on here only under create_graph=True: then the gradients get once_differentiable's
+        # node that raises if they are differentiated again. Otherwise skip its no_grad/wrapping cost.
+        if torch.is_grad_enabled():
+            return _grads_once_differentiable(ctx, grad)
+        return _EagerAutograd._grads(ctx, grad)
+
+
+_grads_once_differentiable = torch.autograd.function.once_differentiable(_EagerAutograd._grads)
 
 
 def _first_tensor(args: Sequence[Any]) -> torch.Tensor:
