@@ -22,7 +22,6 @@ from op_inputs import flat, requiring_grad
 
 PROVIDERS = ("reference", "compiled", "cpp", "triton", "cuda")
 MODES = ("forward", "forward+backward")
-_compiled: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def skip_unavailable(provider: str, op: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -40,9 +39,11 @@ def _forward_fn(provider: str, op: str) -> Callable[..., torch.Tensor]:
     if provider == "reference":
         return getattr(reference, op)
     if provider == "compiled":
-        if op not in _compiled:
-            _compiled[op] = torch.compile(getattr(reference, op), dynamic=False)
-        return _compiled[op]
+        # Every benchmark case compiles afresh: dynamo specialises the reference per shape and grad mode,
+        # and past torch._dynamo.config.recompile_limit (8) variants of one function it silently runs
+        # the function eagerly, so a suite of more cases would time the eager reference as "compiled".
+        torch._dynamo.reset()
+        return torch.compile(getattr(reference, op), dynamic=False)
     fn = getattr(din_fast.ops, op)
 
     def run(*args: Any) -> torch.Tensor:
