@@ -18,6 +18,9 @@ SCHEMAS = {
     "asyca_backward": "din_fast::asyca_backward(Tensor grad, Tensor x1, Tensor x2, Tensor w_init, Tensor b_init, "
                       "Tensor w_dc, Tensor b_dc, Tensor w_ic, Tensor b_ic) -> (Tensor, Tensor, Tensor, Tensor, "
                       "Tensor, Tensor, Tensor, Tensor)",
+    "conv3x3": "din_fast::conv3x3(Tensor x, Tensor weight, Tensor bias) -> Tensor",
+    "conv3x3_backward": "din_fast::conv3x3_backward(Tensor grad, Tensor x, Tensor weight, Tensor bias) "
+                        "-> (Tensor, Tensor, Tensor)",
     "dwc_sum": "din_fast::dwc_sum(Tensor[] inputs, Tensor weight, Tensor bias) -> Tensor",
     "dwc_sum_backward": "din_fast::dwc_sum_backward(Tensor grad, Tensor[] inputs, Tensor weight, Tensor bias) "
                         "-> (Tensor[], Tensor, Tensor)",

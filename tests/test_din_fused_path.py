@@ -75,11 +75,11 @@ def _saved_bytes(fn):
 
 def test_dense_buffer_rdb_saves_less_for_backward():
     """Autograd over the concatenations keeps C + (C+G) + ... + (C+5G) channels plus the activations;
-    the buffer keeps C + 5G (and the weights)."""
+    the buffer keeps C + 5G (and the weights and biases)."""
     c, g = 64, 32
     rdb = RDB(c, g)
     x = torch.randn(1, c, 12, 12, requires_grad=True)
-    weights = sum(conv.weight.numel() * 4 for conv in rdb.convs)
+    weights = sum((conv.weight.numel() + conv.bias.numel()) * 4 for conv in rdb.convs)
     fused = _saved_bytes(lambda: rdb(x)) - weights
     with din_fast.use_backend("reference"):
         plain = _saved_bytes(lambda: rdb(x))

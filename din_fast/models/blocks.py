@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from din_fast import backends, ops
+
 
 def check_image_batch(x: Any) -> None:
     """Raise ValueError unless ``x`` is a non-empty floating (B, 3, H, W) RGB batch."""
@@ -52,6 +54,25 @@ class SRModel(nn.Module):
         return f"model_name={self.model_name!r}, scale={self.scale}"
 
 
+class Conv3x3(nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels, 3, padding=1)`` that runs the fused ``conv3x3`` op.
+
+    Same parameters, initialisation and state-dict keys as the nn.Conv2d it replaces (checkpoints load
+    unchanged). When the backend resolves ``conv3x3`` to the reference (the reference backend, GPUs,
+    half precision on CPU) the forward is exactly nn.Conv2d's; otherwise it is the fused op
+    (Winograd F(4x4, 3x3) on CPU, see din_fast/ops/conv3x3.py). x (B, Cin, H, W) → (B, Cout, H, W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if backends.resolve("conv3x3", x.device, x.dtype) == "reference":
+            return super().forward(x)
+        bias = self.bias if self.bias is not None else self.weight.new_zeros(self.out_channels)
+        return ops.conv3x3(x, self.weight, bias)
+
+
 def check_scale(scale: int, supported: tuple[int, ...], what: str) -> None:
     if scale not in supported:
         raise ValueError(f"{what} supports scales {', '.join(map(str, supported))}; got scale={scale!r}")
@@ -68,5 +89,5 @@ def pixel_shuffle_layers(channels: int, scale: int, bias: bool) -> list[nn.Modul
         raise ValueError(f"the pixel-shuffle upsampler supports scales 2, 3, 4, 8; got {scale}")
     layers: list[nn.Module] = []
     for s in steps:
-        layers += [nn.Conv2d(channels, channels * s * s, 3, padding=1, bias=bias), nn.PixelShuffle(s)]
+        layers += [Conv3x3(channels, channels * s * s, bias=bias), nn.PixelShuffle(s)]
     return layers

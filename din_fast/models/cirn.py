@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from din_fast import ops
-from din_fast.models.blocks import SRModel, check_image_batch, check_scale
+from din_fast.models.blocks import Conv3x3, SRModel, check_image_batch, check_scale
 
 SCALES = (2, 3, 4, 8)
 #: DBPN's (kernel, stride, padding) of the projection convs per scale; 3 is the analogous (7, 3, 2).
@@ -143,11 +143,11 @@ class CIRN(SRModel):
         self.model_name = "cirn"
         self.scale = scale
         self.config = dict(channels=channels, features=features, groups=groups, reduction=reduction)
-        self.feb = nn.Sequential(nn.Conv2d(3, features, 3, padding=1), nn.PReLU(),
+        self.feb = nn.Sequential(Conv3x3(3, features), nn.PReLU(),
                                  nn.Conv2d(features, channels, 1), nn.PReLU())
         self.first_up = UpProjection(channels, scale)
         self.groups = nn.ModuleList(ABPG(channels, scale, g + 1, reduction) for g in range(groups))
-        self.reconstruction = nn.Conv2d((groups + 1) * channels, 3, 3, padding=1)
+        self.reconstruction = Conv3x3((groups + 1) * channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from din_fast import ops
-from din_fast.models.blocks import SRModel, check_image_batch, check_scale, pixel_shuffle_layers
+from din_fast.models.blocks import Conv3x3, SRModel, check_image_batch, check_scale, pixel_shuffle_layers
 from din_fast.ops.reference import ENCDEC_DILATIONS
 
 SCALES = (2, 3, 4)
@@ -43,8 +43,8 @@ class RCAB(nn.Module):
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.ReLU(inplace=True),
-                                   nn.Conv2d(channels, channels, 3, padding=1, bias=False))
+        self.block = nn.Sequential(Conv3x3(channels, channels, bias=False), nn.ReLU(inplace=True),
+                                   Conv3x3(channels, channels, bias=False))
         self.calayer = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(inplace=True),
                                      nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
 
@@ -154,11 +154,11 @@ class DeFiAN(SRModel):
         self.model_name = "defian-s"
         self.scale = scale
         self.config = dict(channels=channels, rcabs=rcabs, modules=modules, reduction=reduction)
-        self.input = nn.Conv2d(3, channels, 3, padding=1)
+        self.input = Conv3x3(3, channels)
         self.body = nn.Sequential(*(DeFiAM(channels, rcabs, reduction) for _ in range(modules)))
-        self.tail = nn.Conv2d(channels, channels, 3, padding=1) if modules > 1 else None
+        self.tail = Conv3x3(channels, channels) if modules > 1 else None
         self.upscale = nn.Sequential(*pixel_shuffle_layers(channels, scale, bias=False))
-        self.output = nn.Conv2d(channels, 3, 3, padding=1)
+        self.output = Conv3x3(channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)

@@ -24,14 +24,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from din_fast import backends, ops
-from din_fast.models.blocks import SRModel, check_image_batch, check_scale, pixel_shuffle_layers
-from din_fast.ops._library import empty_like_format
+from din_fast.models.blocks import Conv3x3, SRModel, check_image_batch, check_scale, pixel_shuffle_layers
+from din_fast.ops._library import OPS, empty_like_format
 
 VARIANTS = {"journal": (2, 3, 4, 8), "ijcai": (2, 3, 4)}
 #: The LeakyReLU slope used everywhere in DIN.
 SLOPE = 0.2
 #: Residual scaling of the RDB and the WRDB (applied to the branch, as in the code).
 RES_SCALE = 0.1
+
+
+def _conv3x3_impl(x: torch.Tensor) -> str:
+    """The conv3x3 implementation the backend picks for x (the C++ Winograd kernel on CPU)."""
+    return backends.resolve("conv3x3", x.device, x.dtype)
+
+
+def _conv3x3_fn(impl: str, backward: bool) -> Any:
+    """conv3x3's forward or backward: the implementation itself when eager (no routing cost per call),
+    the public op under torch.compile (it has the fake kernels tracing needs)."""
+    op = OPS["conv3x3"]
+    if torch.compiler.is_compiling():
+        return op.backward_op if backward else op.op
+    return op.implementation(impl, backward)
 
 
 def _dense_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[
@@ -41,6 +55,7 @@ def _dense_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
 
     Returns (y6, buffer); the buffer (B, C + 5G, H, W) holds [x, y1, ..., y5] in the layout of x.
     """
+    conv = _conv3x3_fn(_conv3x3_impl(x), backward=False)
     c, g = x.shape[1], weights[0].shape[0]
     width = c + (len(weights) - 1) * g
     shape = (x.shape[0], width, x.shape[2], x.shape[3])
@@ -48,8 +63,8 @@ def _dense_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
     buf[:, :c] = x
     for i, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):
         start = c + i * g
-        buf[:, start:start + g] = F.leaky_relu(F.conv2d(buf[:, :start], w, b, padding=1), SLOPE)
-    return F.conv2d(buf, weights[-1], biases[-1], padding=1), buf
+        buf[:, start:start + g] = F.leaky_relu(conv(buf[:, :start], w, b), SLOPE)
+    return conv(buf, weights[-1], biases[-1]), buf
 
 
 class _DenseBody(torch.autograd.Function):
@@ -66,21 +81,27 @@ class _DenseBody(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = list(params[0::2]), list(params[1::2])
         y6, buf = _dense_forward(x, weights, biases)
-        ctx.save_for_backward(buf, *weights)
+        ctx.save_for_backward(buf, *params)
         ctx.channels = x.shape[1]
         return y6
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        buf, *weights = ctx.saved_tensors
+        buf, *params = ctx.saved_tensors
+        weights, biases = params[0::2], params[1::2]
         c, g = ctx.channels, weights[0].shape[0]
         grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
+        impl = _conv3x3_impl(buf)
+        fused_backward = _conv3x3_fn(impl, backward=True)
 
         def conv_backward(gy: torch.Tensor, inp: torch.Tensor, i: int) -> torch.Tensor:
             w = weights[i].to(inp.dtype)  # under autocast the forward ran the convs in inp's dtype
-            gx, gw, gb = torch.ops.aten.convolution_backward(
-                gy.to(inp.dtype), inp, w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                [True, True, True])
+            if impl == "reference":  # aten's own convolution backward, not the vjp of the reference
+                gx, gw, gb = torch.ops.aten.convolution_backward(
+                    gy.to(inp.dtype), inp, w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                    [True, True, True])
+            else:
+                gx, gw, gb = fused_backward(gy, inp, w, biases[i].to(inp.dtype))
             grads[2 * i], grads[2 * i + 1] = gw, gb
             return gx
 
@@ -102,8 +123,8 @@ class RDB(nn.Module):
 
     def __init__(self, channels: int, growth: int) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(channels + i * growth, growth, 3, padding=1) for i in range(5))
-        self.convs.append(nn.Conv2d(channels + 5 * growth, channels, 3, padding=1))
+        self.convs = nn.ModuleList(Conv3x3(channels + i * growth, growth) for i in range(5))
+        self.convs.append(Conv3x3(channels + 5 * growth, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if backends.resolve("dwc_sum", x.device, x.dtype) != "reference":
@@ -123,7 +144,7 @@ class WRDB(nn.Module):
 
     def __init__(self, channels: int, growth: int, rdbs: int) -> None:
         super().__init__()
-        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv0 = Conv3x3(channels, channels)
         self.rdbs = nn.ModuleList(RDB(channels, growth) for _ in range(rdbs))
         pairs = rdbs * (rdbs + 1) // 2
         # nn.Conv2d(C, C, 1, groups=C) initialisation: fan_in = 1, so weight and bias ~ U(−1, 1).
@@ -228,9 +249,9 @@ class DIN(_InterleavedNet):
         self.config = dict(num_features=num_features, growth_rate=growth_rate, branches=branches, blocks=blocks,
                            rdbs=rdbs, reduction=reduction, variant=variant)
         f = num_features
-        self.head = nn.Conv2d(3, f, 3, padding=1)
+        self.head = Conv3x3(3, f)
         self._build_body(f, growth_rate, branches, blocks, rdbs, reduction, two_gff=variant == "journal")
-        self.upsampler = nn.Sequential(*pixel_shuffle_layers(f, scale, bias=True), nn.Conv2d(f, 3, 3, padding=1))
+        self.upsampler = nn.Sequential(*pixel_shuffle_layers(f, scale, bias=True), Conv3x3(f, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
@@ -317,12 +338,12 @@ class DINRestoration(_InterleavedNet):
         f = num_features
         self.strided = task in ("deblur", "dehaze")
         if self.strided:  # padding 2: an 8x8 window at stride 4 maps H to H / 4 exactly
-            self.head = nn.Sequential(nn.Conv2d(3, f, 3, padding=1), nn.Conv2d(f, f, 8, stride=4, padding=2))
+            self.head = nn.Sequential(Conv3x3(3, f), nn.Conv2d(f, f, 8, stride=4, padding=2))
         else:
-            self.head = nn.Conv2d(3, f, 3, padding=1)
+            self.head = Conv3x3(3, f)
         self._build_body(f, growth_rate, branches, blocks, rdbs, reduction, two_gff=True)
         tail: list[nn.Module] = pixel_shuffle_layers(f, 4, bias=True) if self.strided else []
-        self.tail = nn.Sequential(*tail, nn.Conv2d(f, 3, 3, padding=1))
+        self.tail = nn.Sequential(*tail, Conv3x3(f, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from din_fast import ops
-from din_fast.models.blocks import SRModel, check_image_batch, check_scale, pixel_shuffle_layers
+from din_fast.models.blocks import Conv3x3, SRModel, check_image_batch, check_scale, pixel_shuffle_layers
 from din_fast.ops.reference import SAM_PADDING
 
 SCALES = (2, 3, 4)
@@ -34,7 +34,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(convs):
-            layers += [nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)]
+            layers += [nn.ReLU(), Conv3x3(channels, channels)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -117,11 +117,11 @@ class DRFN(SRModel):
         self.scale = scale
         self.config = dict(channels=channels, groups=groups, blocks=blocks, block_convs=block_convs,
                            reduction=reduction)
-        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.head = Conv3x3(3, channels)
         self.groups = nn.ModuleList(RAG(channels, blocks, block_convs, reduction) for _ in range(groups))
         self.fusion = nn.ModuleList(FeatureFusion(channels) for _ in range(groups - 1))
         self.upscale = nn.Sequential(*pixel_shuffle_layers(channels, scale, bias=True))
-        self.tail = nn.Conv2d(channels, 3, 3, padding=1)
+        self.tail = Conv3x3(channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)

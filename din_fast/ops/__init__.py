@@ -7,11 +7,12 @@ reference as a plain autograd graph, or the fused ``torch.library`` op.
 from din_fast.ops import reference
 from din_fast.ops.asyca import asyca
 from din_fast.ops.channel_spatial_attention import channel_spatial_attention
+from din_fast.ops.conv3x3 import conv3x3
 from din_fast.ops.criss_cross_attention import criss_cross_attention
 from din_fast.ops.dac_gate import dac_gate
 from din_fast.ops.dilated_encdec import dilated_encdec
 from din_fast.ops.dwc_sum import dwc_sum
 from din_fast.ops.mshf import mshf
 
-__all__ = ["asyca", "channel_spatial_attention", "criss_cross_attention", "dac_gate", "dilated_encdec", "dwc_sum",
+__all__ = ["asyca", "channel_spatial_attention", "conv3x3", "criss_cross_attention", "dac_gate", "dilated_encdec", "dwc_sum",
            "mshf", "reference"]

@@ -19,6 +19,11 @@ ENCDEC_DILATIONS = (1, 2, 4)
 DAC_EPS = 1e-5
 
 
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``conv2d(x, weight, bias, padding=1)``: the 3x3 convolutions of every model, as PyTorch runs them."""
+    return F.conv2d(x, weight, bias, padding=1)
+
+
 def asyca(x1: torch.Tensor, x2: torch.Tensor, w_init: torch.Tensor, b_init: torch.Tensor,
           w_dc: torch.Tensor, b_dc: torch.Tensor, w_ic: torch.Tensor, b_ic: torch.Tensor) -> torch.Tensor:
     """Asymmetric co-attention node (DIN).

@@ -1,0 +1,122 @@
+"""``conv3x3`` (Winograd F(4x4, 3x3) on CPU) against the float64 reference ``F.conv2d(padding=1)``."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import din_fast
+from din_fast import ops
+from din_fast.models.blocks import Conv3x3
+from impl_checks import assert_close_to, check_backward, check_forward, gradcheck, relayouts, run, skip_unless_runs
+from op_inputs import GRAD_SHAPES, conv3x3_args, requiring_grad
+
+# Odd sizes (partial 4x4 tiles on both axes), B > 1, one row / one column images, a tile-aligned size.
+SHAPES = [dict(b=2, cin=5, cout=7, h=9, w=13), dict(b=3, cin=33, cout=16, h=19, w=11),
+          dict(b=2, cin=4, cout=3, h=1, w=9), dict(b=1, cin=3, cout=5, h=7, w=1), dict(b=2, cin=8, cout=8, h=8, w=12)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_and_backward_match_reference(dtype):
+    skip_unless_runs("conv3x3", "cpp", dtype)
+    g = torch.Generator().manual_seed(3)
+    for shape in SHAPES:
+        args = conv3x3_args(generator=g, **shape)
+        check_forward("conv3x3", "cpp", args, dtype)
+        check_backward("conv3x3", "cpp", args, dtype, g)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous", "channel_slice"])
+def test_layouts(layout):
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    x, w, b = conv3x3_args(b=2, cin=5, cout=4, h=6, w=7)
+    if layout == "channel_slice":  # how DIN's dense block reads its buffer: rows contiguous, batch strided
+        buf = torch.randn(2, 9, 6, 7, dtype=torch.float64)
+        buf[:, :5] = x
+        x_in = buf[:, :5]
+    else:
+        x_in = relayouts(x)[layout]
+    got = run("conv3x3", "cpp", [x_in, w, b])
+    assert_close_to(got, ops.reference.conv3x3(x, w, b), torch.float64, 64)
+    assert got.is_contiguous(memory_format=torch.channels_last if layout == "channels_last"
+                             else torch.contiguous_format)
+
+
+def test_float32_error_at_model_sizes():
+    """At DIN's widest conv (224 → 64, 48×48) Winograd's float32 error stays within 128 eps of the output
+    scale (measured ~76; the direct convolution's is ~3: the transforms amplify rounding, ~5·sqrt(Cin))."""
+    skip_unless_runs("conv3x3", "cpp", torch.float32)
+    args = conv3x3_args(b=1, cin=224, cout=64, h=48, w=48, generator=torch.Generator().manual_seed(0))
+    check = run("conv3x3", "cpp", [t.float() for t in args])
+    assert_close_to(check, ops.reference.conv3x3(*args), torch.float32, 128)
+
+
+def test_gradcheck():
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    assert gradcheck("conv3x3", "cpp", requiring_grad(conv3x3_args(**GRAD_SHAPES["conv3x3"])))
+
+
+def test_opcheck():
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    args = requiring_grad(conv3x3_args(**GRAD_SHAPES["conv3x3"]))
+    with din_fast.use_backend("cpp"):
+        torch.library.opcheck(torch.ops.din_fast.conv3x3.default, args)
+
+
+def test_non_finite_input_stays_within_its_tiles():
+    """A Winograd tile mixes the 6x6 window it reads, so an inf in x turns the whole 4x4 output tiles whose
+    windows contain it non-finite (documented in din_fast/ops/conv3x3.py) — and nothing else: other tiles,
+    including the padding tile that ends each tile row, are finite and correct."""
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    x, w, b = conv3x3_args(b=1, cin=2, cout=2, h=9, w=10)
+    x[0, 1, 4, 5] = math.inf  # inside the windows of tile rows 0-1 (input rows -1..4, 3..8), tile column 1
+    got = run("conv3x3", "cpp", [x, w, b])
+    far = torch.ones_like(got, dtype=torch.bool)
+    far[..., 0:8, 4:8] = False
+    assert not torch.isfinite(got[..., 4, 5]).any()
+    assert torch.isfinite(got[far]).all()
+    assert_close_to(got[far], F.conv2d(x, w, b, padding=1)[far], torch.float64, 64)
+
+
+def test_module_matches_nn_conv2d_and_keeps_its_keys():
+    conv = Conv3x3(6, 5, bias=False).double()
+    plain = torch.nn.Conv2d(6, 5, 3, padding=1, bias=False).double()
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 6, 7, 9, dtype=torch.float64)
+    for backend in ("reference", "auto"):
+        with din_fast.use_backend(backend):
+            assert_close_to(conv(x), plain(x), torch.float64, 64)
+    assert list(conv.state_dict()) == ["weight"]
+
+
+def test_errors():
+    x, w, b = conv3x3_args()
+    with pytest.raises(ValueError, match="weight must have shape"):
+        ops.conv3x3(x, w[:, :, :2], b)
+    with pytest.raises(ValueError, match=r"weight must have shape \(7, 5, 3, 3\)"):
+        ops.conv3x3(x, w[:, :4], b)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        ops.conv3x3(x, w, b[:3])
+    with pytest.raises(ValueError, match="weight has dtype"):
+        ops.conv3x3(x, w.float(), b)
+    with pytest.raises(ValueError, match="x must not be empty"):
+        ops.conv3x3(x[:0], w, b)
+    with pytest.raises(ValueError, match=r"shape \(B, C, H, W\)"):
+        ops.conv3x3(x[0], w, b)
+
+
+def test_private_kernels_check_their_arguments():
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    x, w, b = conv3x3_args()
+    fwd, bwd = torch.ops.din_fast._conv3x3_cpp, torch.ops.din_fast._conv3x3_backward_cpp
+    with pytest.raises(ValueError, match="float32 or float64"):
+        fwd(x.half(), w.half(), b.half())
+    with pytest.raises(ValueError, match="weight must have shape"):
+        fwd(x, w[:, :3], b)
+    with pytest.raises(ValueError, match="bias has dtype"):
+        fwd(x, w, b.float())
+    with pytest.raises(ValueError, match="x must not be empty"):
+        fwd(x[:, :, :0], w, b)
+    with pytest.raises(ValueError, match="grad must have shape"):
+        bwd(torch.zeros(2, 5, 9, 13, dtype=torch.float64), x, w, b)
