@@ -58,6 +58,10 @@ def _conv_unfold(x, weight, bias, d):
     return (weight.flatten(1) @ cols).view(b, -1, h, w) + bias[None, :, None, None]
 
 
+def conv3x3_independent(x, weight, bias):
+    return _conv_unfold(x, weight, bias, 1)
+
+
 def dilated_encdec_independent(h, weights, biases):
     """Each stride-1 transposed conv as a conv with the transposed, spatially flipped weight."""
     t = h
@@ -117,7 +121,7 @@ def channel_spatial_attention_independent(x, skip, w_ca1, b_ca1, w_ca2, b_ca2, w
     return xc / (1 + torch.exp(-logit))[:, None] + skip
 
 
-INDEPENDENT = {"asyca": asyca_independent, "dwc_sum": dwc_sum_independent, "mshf": mshf_independent,
+INDEPENDENT = {"asyca": asyca_independent, "conv3x3": conv3x3_independent, "dwc_sum": dwc_sum_independent, "mshf": mshf_independent,
                "dilated_encdec": dilated_encdec_independent, "dac_gate": dac_gate_independent,
                "criss_cross_attention": criss_cross_attention_independent,
                "channel_spatial_attention": channel_spatial_attention_independent}
