@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import din_fast
 from din_fast import ops
 from din_fast.models.blocks import Conv3x3
+from din_fast.ops.conv3x3 import winograd_tiles
 from impl_checks import assert_close_to, check_backward, check_forward, gradcheck, relayouts, run, skip_unless_runs
 from op_inputs import GRAD_SHAPES, conv3x3_args, requiring_grad
 
@@ -120,3 +121,45 @@ def test_private_kernels_check_their_arguments():
         fwd(x[:, :, :0], w, b)
     with pytest.raises(ValueError, match="grad must have shape"):
         bwd(torch.zeros(2, 5, 9, 13, dtype=torch.float64), x, w, b)
+
+
+def test_winograd_building_blocks_compose_over_a_shared_buffer():
+    """DIN's dense block transforms each feature once into channels of one (36, C, tiles) buffer and runs a
+    conv over any prefix of it; the same for the adjoints (tests/test_din_fused_path.py covers the block)."""
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    wino = torch.ops.din_fast
+    g = torch.Generator().manual_seed(5)
+    feats = [torch.randn(2, c, 7, 9, dtype=torch.float64, generator=g) for c in (3, 2)]
+    V = torch.empty(36, 5, 2 * winograd_tiles(7, 9), dtype=torch.float64)
+    wino._winograd_input_cpp(feats[0], V, 0)
+    wino._winograd_input_cpp(feats[1], V, 3)
+    _, w, b = conv3x3_args(b=2, cin=5, cout=4, h=7, w=9, generator=g)
+    x = torch.cat(feats, 1)
+    out = torch.empty(2, 6, 7, 9, dtype=torch.float64)[:, 1:5]  # a channel slice: rows stay contiguous
+    wino._winograd_output_cpp(torch.bmm(wino._winograd_kernel_cpp(w), V), b, 0.2, out)
+    assert_close_to(out, F.leaky_relu(F.conv2d(x, w, b, padding=1), 0.2), torch.float64, 64)
+    grad = torch.randn(2, 4, 7, 9, dtype=torch.float64, generator=g)
+    dV = torch.bmm(wino._winograd_kernel_cpp(w).transpose(1, 2), wino._winograd_output_adjoint_cpp(grad))
+    dx = torch.empty(2, 2, 7, 9, dtype=torch.float64)
+    wino._winograd_input_adjoint_cpp(dV, 3, dx)
+    expected = torch.ops.aten.convolution_backward(grad, x, w, [4], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                   [True, False, False])[0]
+    assert_close_to(dx, expected[:, 3:], torch.float64, 64)
+
+
+def test_winograd_building_blocks_check_their_arguments():
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    wino = torch.ops.din_fast
+    x = torch.randn(1, 3, 5, 6, dtype=torch.float64)
+    tiles = winograd_tiles(5, 6)
+    with pytest.raises(ValueError, match="channels 2..5 do not fit"):
+        wino._winograd_input_cpp(x, torch.empty(36, 4, tiles, dtype=torch.float64), 2)
+    with pytest.raises(ValueError, match=r"must be a contiguous \(36, C, 16\)"):
+        wino._winograd_input_cpp(x, torch.empty(36, 3, tiles + 16, dtype=torch.float64), 0)
+    with pytest.raises(ValueError, match="dtype and device"):
+        wino._winograd_input_cpp(x, torch.empty(36, 3, tiles), 0)
+    with pytest.raises(ValueError, match="out must have contiguous rows"):
+        wino._winograd_output_cpp(torch.empty(36, 3, tiles, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                                  1.0, x.transpose(2, 3))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        wino._winograd_kernel_cpp(torch.empty(4, 3, 5, 5, dtype=torch.float64))

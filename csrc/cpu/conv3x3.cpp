@@ -33,16 +33,22 @@ constexpr int64_t kElems = kWin * kWin;
 // Tiles are numbered with one extra "junk" tile per tile row (tw = nw), so that a plane's tiles are
 // n = th * (nw + 1) + tw and tile n's window starts at 4n in a work buffer whose rows are 4 (nw + 1)
 // long: every transform loop then runs over all tiles of a plane with unit/stride-4 addressing (long
-// SIMD loops even at 48x48, where a tile row has only 12 tiles). Junk tiles cost 1/(nw+1) of the GEMM;
-// their outputs are dropped and their gradients are exactly zero.
+// SIMD loops even at 48x48, where a tile row has only 12 tiles). A plane's tile count is then rounded up
+// to a multiple of kVec, so those loops have no scalar remainder. Junk tiles cost ~1/(nw+1) of the
+// GEMMs; their outputs are dropped and their gradients are exactly zero.
+constexpr int64_t kVec = 16;
+
+// C planes per image are transformed, into/from channels c0 .. c0 + C of a (36, ld, T) Winograd-domain
+// buffer (a dense block keeps all its features in one such buffer).
 struct Geometry {
-  int64_t B, C, H, W, nh, nw;
-  Geometry(int64_t b, int64_t c, int64_t h, int64_t w)
-      : B(b), C(c), H(h), W(w), nh((h + kOut - 1) / kOut), nw((w + kOut - 1) / kOut) {}
-  int64_t row() const { return kOut * (nw + 1); }           // work-buffer row length (>= 4nw + 2)
-  int64_t plane_tiles() const { return nh * (nw + 1); }     // tiles per (b, c) plane, junk included
-  int64_t tiles() const { return B * plane_tiles(); }       // T, the GEMMs' N
-  int64_t flat() const { return nh * row() + kOut; }        // a transform buffer (+ overrun of the last window)
+  int64_t B, C, H, W, nh, nw, ld, c0;
+  Geometry(int64_t b, int64_t c, int64_t h, int64_t w, int64_t ld_ = -1, int64_t c0_ = 0)
+      : B(b), C(c), H(h), W(w), nh((h + kOut - 1) / kOut), nw((w + kOut - 1) / kOut), ld(ld_ < 0 ? c : ld_),
+        c0(c0_) {}
+  int64_t row() const { return kOut * (nw + 1); }  // work-buffer row length (>= 4nw + 2)
+  int64_t plane_tiles() const { return (nh * (nw + 1) + kVec - 1) / kVec * kVec; }  // junk included
+  int64_t tiles() const { return B * plane_tiles(); }  // T, the GEMMs' N
+  int64_t flat() const { return kOut * plane_tiles() + 2 * kOut; }  // a transform buffer (windows overrun by 2)
 };
 
 // ---- forward transforms --------------------------------------------------------------------------
@@ -50,7 +56,7 @@ struct Geometry {
 // V[e][c][t0 + n] for every tile of plane (b, c). x rows are contiguous (stride 1 along W).
 // P: (4nh + 2) padded rows; Y: 6 buffers of flat().
 template <typename T>
-DIN_FAST_INLINE void input_transform_plane(const Geometry& g, const T* plane, int64_t row_stride, T* P, T* Y, T* V,
+DIN_FAST_INLINE void input_transform_plane_t(const Geometry& g, const T* plane, int64_t row_stride, T* P, T* Y, T* V,
                                            int64_t c, int64_t t0) {
   const int64_t R = g.row(), rows = kOut * g.nh + 2, NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat();
   std::fill(P, P + rows * R, T(0));
@@ -73,8 +79,8 @@ DIN_FAST_INLINE void input_transform_plane(const Geometry& g, const T* plane, in
   }
   for (int64_t k = 0; k < kWin; ++k) {  // along x: V[6k + i][n] = (Bᵀ Y[k][4n .. 4n+5])[i]
     const T* yk = Y + k * F;
-    T* v = V + (kWin * k * g.C + c) * NT + t0;
-    const int64_t step = g.C * NT;  // element 6k + i -> 6k + i + 1
+    T* v = V + (kWin * k * g.ld + c) * NT + t0;
+    const int64_t step = g.ld * NT;  // element 6k + i -> 6k + i + 1
 #pragma omp simd
     for (int64_t n = 0; n < n_end; ++n) {
       const T* d = yk + kOut * n;
@@ -88,13 +94,14 @@ DIN_FAST_INLINE void input_transform_plane(const Geometry& g, const T* plane, in
   }
 }
 
-// Plane (b, co) of y from M[e][co][t0 + n] (+ bias). Z: 6 buffers of flat().
+// Plane (b, co) of y from M[e][co][t0 + n]: leaky_relu(· + bias, slope) (slope 1: no activation).
+// Z: 6 buffers of flat().
 template <typename T>
-DIN_FAST_INLINE void output_transform_plane(const Geometry& g, const T* M, int64_t co, int64_t t0, T bias, T* Z,
-                                            T* out) {
-  const int64_t R = g.row(), NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(), step = g.C * NT;
+DIN_FAST_INLINE void output_transform_plane_t(const Geometry& g, const T* M, int64_t co, int64_t t0, T bias, T slope,
+                                            T* Z, T* out, int64_t row_stride) {
+  const int64_t R = g.row(), NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(), step = g.ld * NT;
   for (int64_t k = 0; k < kWin; ++k) {  // along x: Z[k][4n + j] = (Aᵀ M[6k + ·][n])[j]
-    const T* m = M + (kWin * k * g.C + co) * NT + t0;
+    const T* m = M + (kWin * k * g.ld + co) * NT + t0;
     T* z = Z + k * F;
 #pragma omp simd
     for (int64_t n = 0; n < n_end; ++n) {
@@ -110,19 +117,31 @@ DIN_FAST_INLINE void output_transform_plane(const Geometry& g, const T* M, int64
   for (int64_t th = 0; th < g.nh; ++th) {  // along y, into output rows 4th .. 4th+3
     const T *z0 = Z + th * R, *z1 = z0 + F, *z2 = z1 + F, *z3 = z2 + F, *z4 = z3 + F, *z5 = z4 + F;
     for (int64_t r = 0; r < kOut && kOut * th + r < g.H; ++r) {
-      T* o = out + (kOut * th + r) * g.W;
+      T* o = out + (kOut * th + r) * row_stride;
       if (r == 0) {
 #pragma omp simd
-        for (int64_t x = 0; x < g.W; ++x) o[x] = z0[x] + z1[x] + z2[x] + z3[x] + z4[x] + bias;
+        for (int64_t x = 0; x < g.W; ++x) {
+          const T v = z0[x] + z1[x] + z2[x] + z3[x] + z4[x] + bias;
+          o[x] = v > T(0) ? v : slope * v;
+        }
       } else if (r == 1) {
 #pragma omp simd
-        for (int64_t x = 0; x < g.W; ++x) o[x] = (z1[x] - z2[x]) + T(2) * (z3[x] - z4[x]) + bias;
+        for (int64_t x = 0; x < g.W; ++x) {
+          const T v = (z1[x] - z2[x]) + T(2) * (z3[x] - z4[x]) + bias;
+          o[x] = v > T(0) ? v : slope * v;
+        }
       } else if (r == 2) {
 #pragma omp simd
-        for (int64_t x = 0; x < g.W; ++x) o[x] = (z1[x] + z2[x]) + T(4) * (z3[x] + z4[x]) + bias;
+        for (int64_t x = 0; x < g.W; ++x) {
+          const T v = (z1[x] + z2[x]) + T(4) * (z3[x] + z4[x]) + bias;
+          o[x] = v > T(0) ? v : slope * v;
+        }
       } else {
 #pragma omp simd
-        for (int64_t x = 0; x < g.W; ++x) o[x] = (z1[x] - z2[x]) + T(8) * (z3[x] - z4[x]) + z5[x] + bias;
+        for (int64_t x = 0; x < g.W; ++x) {
+          const T v = (z1[x] - z2[x]) + T(8) * (z3[x] - z4[x]) + z5[x] + bias;
+          o[x] = v > T(0) ? v : slope * v;
+        }
       }
     }
   }
@@ -133,12 +152,12 @@ DIN_FAST_INLINE void output_transform_plane(const Geometry& g, const T* M, int64
 // dM[e][co][t0 + n] = (A dY Aᵀ)[k][i] for every tile of grad plane (b, co); dY is zero outside the image,
 // so junk tiles get exactly 0. Q: 6 buffers of flat(); zeros: W zeros (the rows below the image).
 template <typename T>
-DIN_FAST_INLINE void output_adjoint_plane(const Geometry& g, const T* gplane, const T* zeros, T* Q, T* dM, int64_t co,
-                                        int64_t t0) {
-  const int64_t R = g.row(), NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(), step = g.C * NT;
+DIN_FAST_INLINE void output_adjoint_plane_t(const Geometry& g, const T* gplane, int64_t row_stride, const T* zeros, T* Q,
+                                        T* dM, int64_t co, int64_t t0) {
+  const int64_t R = g.row(), NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(), step = g.ld * NT;
   for (int64_t th = 0; th < g.nh; ++th) {  // along y: Q[k][th][x] = (A dy[4th .. 4th+3][x])[k]
     const T* rows[kOut];
-    for (int64_t r = 0; r < kOut; ++r) rows[r] = kOut * th + r < g.H ? gplane + (kOut * th + r) * g.W : zeros;
+    for (int64_t r = 0; r < kOut; ++r) rows[r] = kOut * th + r < g.H ? gplane + (kOut * th + r) * row_stride : zeros;
     const T *u0 = rows[0], *u1 = rows[1], *u2 = rows[2], *u3 = rows[3];
     T* q0 = Q + th * R;
 #pragma omp simd
@@ -154,7 +173,7 @@ DIN_FAST_INLINE void output_adjoint_plane(const Geometry& g, const T* gplane, co
   }
   for (int64_t k = 0; k < kWin; ++k) {  // along x: dM[6k + i][n] = (A Q[k][4n .. 4n+3])[i]
     const T* qk = Q + k * F;
-    T* d = dM + (kWin * k * g.C + co) * NT + t0;
+    T* d = dM + (kWin * k * g.ld + co) * NT + t0;
 #pragma omp simd
     for (int64_t n = 0; n < n_end; ++n) {
       const T* u = qk + kOut * n;
@@ -171,11 +190,12 @@ DIN_FAST_INLINE void output_adjoint_plane(const Geometry& g, const T* gplane, co
 // Plane (b, c) of dx = Σ_tiles B dV Bᵀ (overlapping windows add up), cropped from the padding.
 // Rb: 6 buffers of flat(); P: (4nh + 2) padded rows.
 template <typename T>
-DIN_FAST_INLINE void input_adjoint_plane(const Geometry& g, const T* dV, int64_t c, int64_t t0, T* Rb, T* P, T* dx) {
+DIN_FAST_INLINE void input_adjoint_plane_t(const Geometry& g, const T* dV, int64_t c, int64_t t0, T* Rb, T* P, T* dx,
+                                         int64_t row_stride) {
   const int64_t R = g.row(), rows = kOut * g.nh + 2, NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(),
-                step = g.C * NT;
+                step = g.ld * NT;
   for (int64_t k = 0; k < kWin; ++k) {  // along x: Rb[k][4n + j] = Σ_n (B dV[6k + ·][n])[j]
-    const T* u = dV + (kWin * k * g.C + c) * NT + t0;
+    const T* u = dV + (kWin * k * g.ld + c) * NT + t0;
     T* r = Rb + k * F;
     // Columns 4n .. 4n+3 of different tiles are disjoint and are stored; 4n+4, 4n+5 overlap the next
     // tile's first two and are added in a second loop (no write conflicts within a loop).
@@ -212,98 +232,278 @@ DIN_FAST_INLINE void input_adjoint_plane(const Geometry& g, const T* dV, int64_t
       p5[x] += r5[x];
     }
   }
-  for (int64_t y = 0; y < g.H; ++y) std::copy(P + (y + 1) * R + 1, P + (y + 1) * R + 1 + g.W, dx + y * g.W);
+  for (int64_t y = 0; y < g.H; ++y) std::copy(P + (y + 1) * R + 1, P + (y + 1) * R + 1 + g.W, dx + y * row_stride);
+}
+
+// ---- kernel transform U = G g Gᵀ and its adjoint dg = Gᵀ dU G, per (cout, cin) pair ----------------
+
+
+// K = kron(G, G) (36 x 9): U[6k + i] = Σ_ab G[k][a] G[i][b] g[a][b]. Built once in double.
+struct KronG {
+  double v[kElems][9];
+  KronG() {
+    const double G[kWin][3] = {{0.25, 0, 0},          {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                               {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    for (int64_t k = 0; k < kWin; ++k)
+      for (int64_t i = 0; i < kWin; ++i)
+        for (int64_t a = 0; a < 3; ++a)
+          for (int64_t b = 0; b < 3; ++b) v[kWin * k + i][3 * a + b] = G[k][a] * G[i][b];
+  }
+};
+const KronG kKron;
+
+// wt: the kernels transposed, (9, pairs); U: (36, pairs). Pairs [begin, end); unit-stride loops over pairs.
+template <typename T>
+DIN_FAST_INLINE void kernel_transform_t(const T* wt, int64_t pairs, int64_t begin, int64_t end, T* U) {
+  for (int64_t e = 0; e < kElems; ++e) {
+    T k[9];
+    for (int64_t j = 0; j < 9; ++j) k[j] = static_cast<T>(kKron.v[e][j]);
+    T* u = U + e * pairs;
+#pragma omp simd
+    for (int64_t p = begin; p < end; ++p) {
+      T acc = k[0] * wt[p];
+      for (int64_t j = 1; j < 9; ++j) acc += k[j] * wt[j * pairs + p];
+      u[p] = acc;
+    }
+  }
+}
+
+// dU: (36, pairs); dwt: (9, pairs), the kernel gradients transposed (dwt = Kᵀ dU).
+template <typename T>
+DIN_FAST_INLINE void kernel_adjoint_t(const T* dU, int64_t pairs, int64_t begin, int64_t end, T* dwt) {
+  for (int64_t j = 0; j < 9; ++j) {
+    T* d = dwt + j * pairs;
+#pragma omp simd
+    for (int64_t p = begin; p < end; ++p) d[p] = T(0);
+    for (int64_t e = 0; e < kElems; ++e) {
+      const T k = static_cast<T>(kKron.v[e][j]);
+      if (k == T(0)) continue;
+      const T* u = dU + e * pairs;
+#pragma omp simd
+      for (int64_t p = begin; p < end; ++p) d[p] += k * u[p];
+    }
+  }
+}
+
+// ---- multiversioned per-plane entries ---------------------------------------------------------------
+// The parallel_for lambdas below are compiled for the baseline ISA, so the vectorised work must sit in
+// functions marked DIN_FAST_MULTIVERSION that the lambdas call (target_clones cannot mark templates).
+
+DIN_FAST_MULTIVERSION void input_plane(const Geometry& g, const float* x, int64_t rs, float* P, float* Y, float* V,
+                                       int64_t c, int64_t t0) {
+  input_transform_plane_t(g, x, rs, P, Y, V, c, t0);
+}
+DIN_FAST_MULTIVERSION void input_plane(const Geometry& g, const double* x, int64_t rs, double* P, double* Y,
+                                       double* V, int64_t c, int64_t t0) {
+  input_transform_plane_t(g, x, rs, P, Y, V, c, t0);
+}
+DIN_FAST_MULTIVERSION void output_plane(const Geometry& g, const float* M, int64_t co, int64_t t0, float bias,
+                                        float slope, float* Z, float* out, int64_t rs) {
+  output_transform_plane_t(g, M, co, t0, bias, slope, Z, out, rs);
+}
+DIN_FAST_MULTIVERSION void output_plane(const Geometry& g, const double* M, int64_t co, int64_t t0, double bias,
+                                        double slope, double* Z, double* out, int64_t rs) {
+  output_transform_plane_t(g, M, co, t0, bias, slope, Z, out, rs);
+}
+DIN_FAST_MULTIVERSION void output_adjoint_plane(const Geometry& g, const float* dy, int64_t rs, const float* zeros,
+                                                float* Q, float* dM, int64_t co, int64_t t0) {
+  output_adjoint_plane_t(g, dy, rs, zeros, Q, dM, co, t0);
+}
+DIN_FAST_MULTIVERSION void output_adjoint_plane(const Geometry& g, const double* dy, int64_t rs, const double* zeros,
+                                                double* Q, double* dM, int64_t co, int64_t t0) {
+  output_adjoint_plane_t(g, dy, rs, zeros, Q, dM, co, t0);
+}
+DIN_FAST_MULTIVERSION void input_adjoint_plane(const Geometry& g, const float* dV, int64_t c, int64_t t0, float* Rb,
+                                               float* P, float* dx, int64_t rs) {
+  input_adjoint_plane_t(g, dV, c, t0, Rb, P, dx, rs);
+}
+DIN_FAST_MULTIVERSION void input_adjoint_plane(const Geometry& g, const double* dV, int64_t c, int64_t t0, double* Rb,
+                                               double* P, double* dx, int64_t rs) {
+  input_adjoint_plane_t(g, dV, c, t0, Rb, P, dx, rs);
+}
+DIN_FAST_MULTIVERSION void kernel_block(const float* w, int64_t pairs, int64_t begin, int64_t end, float* U) {
+  kernel_transform_t(w, pairs, begin, end, U);
+}
+DIN_FAST_MULTIVERSION void kernel_block(const double* w, int64_t pairs, int64_t begin, int64_t end, double* U) {
+  kernel_transform_t(w, pairs, begin, end, U);
+}
+DIN_FAST_MULTIVERSION void kernel_adjoint_block(const float* dU, int64_t pairs, int64_t begin, int64_t end,
+                                                float* dw) {
+  kernel_adjoint_t(dU, pairs, begin, end, dw);
+}
+DIN_FAST_MULTIVERSION void kernel_adjoint_block(const double* dU, int64_t pairs, int64_t begin, int64_t end,
+                                                double* dw) {
+  kernel_adjoint_t(dU, pairs, begin, end, dw);
 }
 
 // ---- whole-tensor passes, parallel over (b, c) planes ---------------------------------------------
 
+// A (B, C, H, W) feature map whose rows are contiguous (W stride 1): NCHW tensors and channel slices.
 template <typename T>
-DIN_FAST_INLINE void input_transform_impl(const Geometry& g, const T* x, int64_t sb, int64_t sc, int64_t sh, T* V) {
+struct Planes {
+  T* data;
+  int64_t sb, sc, sh;
+  T* plane(int64_t b, int64_t c) const { return data + b * sb + c * sc; }
+};
+
+template <typename T>
+void input_transform(const Geometry& g, Planes<const T> x, T* V) {
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> P((kOut * g.nh + 2) * g.row()), Y(kWin * g.flat(), T(0));
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, c = bc % g.C;
-      input_transform_plane(g, x + b * sb + c * sc, sh, P.data(), Y.data(), V, c, b * g.plane_tiles());
+      input_plane(g, x.plane(b, c), x.sh, P.data(), Y.data(), V, g.c0 + c, b * g.plane_tiles());
     }
   });
 }
 
 template <typename T>
-DIN_FAST_INLINE void output_transform_impl(const Geometry& g, const T* M, const T* bias, T* y) {
+void output_transform(const Geometry& g, const T* M, const T* bias, T slope, Planes<T> y) {
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> Z(kWin * g.flat());
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, co = bc % g.C;
-      output_transform_plane(g, M, co, b * g.plane_tiles(), bias[co], Z.data(), y + bc * g.H * g.W);
+      output_plane(g, M, g.c0 + co, b * g.plane_tiles(), bias[co], slope, Z.data(), y.plane(b, co), y.sh);
     }
   });
 }
 
 template <typename T>
-DIN_FAST_INLINE void output_adjoint_impl(const Geometry& g, const T* dy, T* dM) {
+void output_adjoint(const Geometry& g, Planes<const T> dy, T* dM) {
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> Q(kWin * g.flat(), T(0)), zeros(g.W, T(0));
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, co = bc % g.C;
-      output_adjoint_plane(g, dy + bc * g.H * g.W, zeros.data(), Q.data(), dM, co, b * g.plane_tiles());
+      output_adjoint_plane(g, dy.plane(b, co), dy.sh, zeros.data(), Q.data(), dM, g.c0 + co, b * g.plane_tiles());
     }
   });
 }
 
 template <typename T>
-DIN_FAST_INLINE void input_adjoint_impl(const Geometry& g, const T* dV, T* dx) {
+void input_adjoint(const Geometry& g, const T* dV, Planes<T> dx) {
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> Rb(kWin * g.flat()), P((kOut * g.nh + 2) * g.row());
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, c = bc % g.C;
-      input_adjoint_plane(g, dV, c, b * g.plane_tiles(), Rb.data(), P.data(), dx + bc * g.H * g.W);
+      input_adjoint_plane(g, dV, g.c0 + c, b * g.plane_tiles(), Rb.data(), P.data(), dx.plane(b, c), dx.sh);
     }
   });
 }
 
-// One multiversioned entry per pass and dtype (target_clones cannot be put on templates).
-DIN_FAST_MULTIVERSION void input_transform(const Geometry& g, const float* x, int64_t sb, int64_t sc, int64_t sh,
-                                           float* V) {
-  input_transform_impl(g, x, sb, sc, sh, V);
-}
-DIN_FAST_MULTIVERSION void input_transform(const Geometry& g, const double* x, int64_t sb, int64_t sc, int64_t sh,
-                                           double* V) {
-  input_transform_impl(g, x, sb, sc, sh, V);
-}
-DIN_FAST_MULTIVERSION void output_transform(const Geometry& g, const float* M, const float* bias, float* y) {
-  output_transform_impl(g, M, bias, y);
-}
-DIN_FAST_MULTIVERSION void output_transform(const Geometry& g, const double* M, const double* bias, double* y) {
-  output_transform_impl(g, M, bias, y);
-}
-DIN_FAST_MULTIVERSION void output_adjoint(const Geometry& g, const float* dy, float* dM) {
-  output_adjoint_impl(g, dy, dM);
-}
-DIN_FAST_MULTIVERSION void output_adjoint(const Geometry& g, const double* dy, double* dM) {
-  output_adjoint_impl(g, dy, dM);
-}
-DIN_FAST_MULTIVERSION void input_adjoint(const Geometry& g, const float* dV, float* dx) {
-  input_adjoint_impl(g, dV, dx);
-}
-DIN_FAST_MULTIVERSION void input_adjoint(const Geometry& g, const double* dV, double* dx) {
-  input_adjoint_impl(g, dV, dx);
+template <typename T>
+void kernel_transform(const T* w, int64_t pairs, T* U) {
+  at::parallel_for(0, pairs, 256, [&](int64_t begin, int64_t end) { kernel_block(w, pairs, begin, end, U); });
 }
 
-// ---- the ops ------------------------------------------------------------------------------------
-
-// kron(G, G) (36, 9): U[6k + i] = Σ_ab G[k][a] G[i][b] g[a][b]; built in double, then cast.
-at::Tensor kernel_transform(const at::Tensor& like) {
-  static const double G[kWin][3] = {{0.25, 0, 0},          {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                    {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                    {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-  at::Tensor K = at::empty({kElems, 9}, at::TensorOptions().dtype(at::kDouble));
-  auto k = K.accessor<double, 2>();
-  for (int64_t r = 0; r < kWin; ++r)
-    for (int64_t i = 0; i < kWin; ++i)
-      for (int64_t a = 0; a < 3; ++a)
-        for (int64_t b = 0; b < 3; ++b) k[r * kWin + i][a * 3 + b] = G[r][a] * G[i][b];
-  return K.to(like.scalar_type());
+template <typename T>
+void kernel_adjoint(const T* dU, int64_t pairs, T* dw) {
+  at::parallel_for(0, pairs, 256, [&](int64_t begin, int64_t end) { kernel_adjoint_block(dU, pairs, begin, end, dw); });
 }
+
+// ---- building blocks (also registered as private ops for DIN's dense block) -------------------------
+
+template <typename T>
+Planes<T> planes_of(const at::Tensor& t) {
+  return {t.data_ptr<std::remove_const_t<T>>(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+bool rows_contiguous(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) == t.size(3); }
+
+void check_winograd_buffer(const at::Tensor& buf, const char* name, const at::Tensor& like, int64_t offset,
+                           int64_t channels, int64_t tiles) {
+  TORCH_CHECK_VALUE(buf.dim() == 3 && buf.size(0) == kElems && buf.size(2) == tiles && buf.is_contiguous(), name,
+                    " must be a contiguous (36, C, ", tiles, ") tensor, got ", buf.sizes());
+  TORCH_CHECK_VALUE(buf.scalar_type() == like.scalar_type() && buf.device() == like.device(), name,
+                    " must have the feature map's dtype and device");
+  TORCH_CHECK_VALUE(offset >= 0 && offset + channels <= buf.size(1), name, " has ", buf.size(1),
+                    " channels; channels ", offset, "..", offset + channels, " do not fit");
+}
+
+// U (36, Cout, Cin) of weight (Cout, Cin, 3, 3).
+at::Tensor winograd_kernel(const at::Tensor& weight) {
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, "weight must have shape ",
+                    "(Cout, Cin, 3, 3), got ", weight.sizes());
+  check_cpu_float(weight, "weight");
+  const int64_t cout = weight.size(0), cin = weight.size(1);
+  const at::Tensor wt = weight.reshape({cout * cin, 9}).t().contiguous();  // unit-stride loads per tap
+  at::Tensor U = at::empty({kElems, cout, cin}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "winograd_kernel", [&] {
+    kernel_transform(wt.data_ptr<scalar_t>(), cout * cin, U.data_ptr<scalar_t>());
+  });
+  return U;
+}
+
+// dweight (Cout, Cin, 3, 3) from dU (36, Cout, Cin).
+at::Tensor winograd_kernel_adjoint(const at::Tensor& dU) {
+  TORCH_CHECK_VALUE(dU.dim() == 3 && dU.size(0) == kElems, "dU must have shape (36, Cout, Cin), got ", dU.sizes());
+  check_cpu_float(dU, "dU");
+  const at::Tensor d = dU.contiguous();
+  const int64_t pairs = dU.size(1) * dU.size(2);
+  at::Tensor dwt = at::empty({9, pairs}, dU.options());
+  AT_DISPATCH_FLOATING_TYPES(dU.scalar_type(), "winograd_kernel_adjoint", [&] {
+    kernel_adjoint(d.data_ptr<scalar_t>(), pairs, dwt.data_ptr<scalar_t>());
+  });
+  return dwt.t().reshape({dU.size(1), dU.size(2), 3, 3});
+}
+
+// Tiles per image of an H x W feature map (the last dimension of the Winograd-domain buffers).
+int64_t winograd_tiles(int64_t h, int64_t w) { return Geometry(1, 1, h, w).plane_tiles(); }
+
+// Writes the transform of x (B, C, H, W) into channels offset .. offset + C of V (36, Cv, B * tiles).
+void winograd_input(const at::Tensor& x, at::Tensor& V, int64_t offset) {
+  check_feature(x, "x");
+  check_cpu_float(x, "x");
+  const at::Tensor xr = rows_contiguous(x) ? x : x.contiguous();
+  const Geometry g(x.size(0), x.size(1), x.size(2), x.size(3), V.dim() == 3 ? V.size(1) : 0, offset);
+  check_winograd_buffer(V, "V", x, offset, g.C, g.tiles());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "winograd_input", [&] {
+    input_transform(g, planes_of<const scalar_t>(xr), V.data_ptr<scalar_t>());
+  });
+}
+
+// out (B, Cout, H, W) = leaky_relu(output transform of M (36, Cout, B * tiles) + bias, slope); out's rows
+// must be contiguous (a channel slice of a dense buffer is fine).
+void winograd_output(const at::Tensor& M, const at::Tensor& bias, double slope, at::Tensor& out) {
+  check_feature(out, "out");
+  check_cpu_float(out, "out");
+  TORCH_CHECK_VALUE(rows_contiguous(out), "out must have contiguous rows (W stride 1, H stride W)");
+  const Geometry g(out.size(0), out.size(1), out.size(2), out.size(3));
+  check_winograd_buffer(M, "M", out, 0, g.C, g.tiles());
+  TORCH_CHECK_VALUE(M.size(1) == g.C, "M must have ", g.C, " channels, got ", M.size(1));
+  check_same(bias, "bias", out, "out", {g.C});
+  const at::Tensor b = bias.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "winograd_output", [&] {
+    output_transform(g, M.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), static_cast<scalar_t>(slope),
+                     planes_of<scalar_t>(out));
+  });
+}
+
+// dM (36, Cout, B * tiles): the adjoint of the output transform applied to grad (B, Cout, H, W).
+at::Tensor winograd_output_adjoint(const at::Tensor& grad) {
+  check_feature(grad, "grad");
+  check_cpu_float(grad, "grad");
+  const at::Tensor gr = rows_contiguous(grad) ? grad : grad.contiguous();
+  const Geometry g(grad.size(0), grad.size(1), grad.size(2), grad.size(3));
+  at::Tensor dM = at::empty({kElems, g.C, g.tiles()}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "winograd_output_adjoint", [&] {
+    output_adjoint(g, planes_of<const scalar_t>(gr), dM.data_ptr<scalar_t>());
+  });
+  return dM;
+}
+
+// dx (B, C, H, W) = the adjoint of the input transform applied to channels offset .. offset + C of dV.
+void winograd_input_adjoint(const at::Tensor& dV, int64_t offset, at::Tensor& dx) {
+  check_feature(dx, "dx");
+  check_cpu_float(dx, "dx");
+  TORCH_CHECK_VALUE(rows_contiguous(dx), "dx must have contiguous rows (W stride 1, H stride W)");
+  const Geometry g(dx.size(0), dx.size(1), dx.size(2), dx.size(3), dV.dim() == 3 ? dV.size(1) : 0, offset);
+  check_winograd_buffer(dV, "dV", dx, offset, g.C, g.tiles());
+  AT_DISPATCH_FLOATING_TYPES(dx.scalar_type(), "winograd_input_adjoint", [&] {
+    input_adjoint(g, dV.data_ptr<scalar_t>(), planes_of<scalar_t>(dx));
+  });
+}
+
+// ---- the op ------------------------------------------------------------------------------------
 
 void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   check_feature(x, "x");
@@ -316,57 +516,30 @@ void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
   check_same(bias, "bias", x, "x", {cout});
 }
 
-// x as a tensor whose rows are contiguous (W stride 1): NCHW views and channel slices stay as they are.
-at::Tensor rows_contiguous(const at::Tensor& x) {
-  return x.stride(3) == 1 && x.stride(2) == x.size(3) ? x : x.contiguous();
-}
-
-// V (36, Cin, T) of x.
-at::Tensor input_transform_of(const at::Tensor& x, const Geometry& g) {
-  at::Tensor xr = rows_contiguous(x);
-  at::Tensor V = at::empty({kElems, g.C, g.tiles()}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_input_transform", [&] {
-    input_transform(g, xr.data_ptr<scalar_t>(), xr.stride(0), xr.stride(1), xr.stride(2), V.data_ptr<scalar_t>());
-  });
+at::Tensor input_transform_of(const at::Tensor& x) {
+  at::Tensor V = at::empty({kElems, x.size(1), x.size(0) * winograd_tiles(x.size(2), x.size(3))}, x.options());
+  winograd_input(x, V, 0);
   return V;
 }
 
 at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   check_args(x, weight, bias);
-  const int64_t cout = weight.size(0), cin = x.size(1);
-  const Geometry gin(x.size(0), cin, x.size(2), x.size(3));
-  at::Tensor U = at::matmul(kernel_transform(x), weight.reshape({cout * cin, 9}).t()).view({kElems, cout, cin});
-  at::Tensor M = at::bmm(U, input_transform_of(x, gin));
-  const Geometry gout(x.size(0), cout, x.size(2), x.size(3));
-  at::Tensor y = at::empty({gout.B, cout, gout.H, gout.W}, x.options());
-  at::Tensor b = bias.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_cpu", [&] {
-    output_transform(gout, M.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
-  });
+  at::Tensor M = at::bmm(winograd_kernel(weight), input_transform_of(x));
+  at::Tensor y = at::empty({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
+  winograd_output(M, bias, 1.0, y);
   return y;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
                                                                     const at::Tensor& weight, const at::Tensor& bias) {
   check_args(x, weight, bias);
-  const int64_t cout = weight.size(0), cin = x.size(1);
-  const Geometry gin(x.size(0), cin, x.size(2), x.size(3)), gout(x.size(0), cout, x.size(2), x.size(3));
-  check_same(grad, "grad", x, "x", {gout.B, cout, gout.H, gout.W});
-  at::Tensor K = kernel_transform(x);
-  at::Tensor U = at::matmul(K, weight.reshape({cout * cin, 9}).t()).view({kElems, cout, cin});
-  at::Tensor gc = grad.contiguous();
-  at::Tensor dM = at::empty({kElems, cout, gout.tiles()}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_output_adjoint", [&] {
-    output_adjoint(gout, gc.data_ptr<scalar_t>(), dM.data_ptr<scalar_t>());
-  });
-  at::Tensor dV = at::bmm(U.transpose(1, 2), dM);
-  at::Tensor dU = at::bmm(dM, input_transform_of(x, gin).transpose(1, 2));
-  at::Tensor dx = at::empty({gin.B, cin, gin.H, gin.W}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_input_adjoint", [&] {
-    input_adjoint(gin, dV.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>());
-  });
-  at::Tensor dweight = at::matmul(dU.view({kElems, cout * cin}).t(), K).view({cout, cin, 3, 3});
-  return {dx, dweight, gc.sum({0, 2, 3})};
+  check_same(grad, "grad", x, "x", {x.size(0), weight.size(0), x.size(2), x.size(3)});
+  at::Tensor dM = winograd_output_adjoint(grad);
+  at::Tensor dV = at::bmm(winograd_kernel(weight).transpose(1, 2), dM);
+  at::Tensor dU = at::bmm(dM, input_transform_of(x).transpose(1, 2));
+  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  winograd_input_adjoint(dV, 0, dx);
+  return {dx, winograd_kernel_adjoint(dU), grad.sum({0, 2, 3})};
 }
 
 }  // namespace
@@ -374,6 +547,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward_cpu(const at::Te
 TORCH_LIBRARY_IMPL(din_fast, CPU, m) {
   m.impl("_conv3x3_cpp", &conv3x3_cpu);
   m.impl("_conv3x3_backward_cpp", &conv3x3_backward_cpu);
+  m.impl("_winograd_kernel_cpp", &winograd_kernel);
+  m.impl("_winograd_kernel_adjoint_cpp", &winograd_kernel_adjoint);
+  m.impl("_winograd_input_cpp", &winograd_input);
+  m.impl("_winograd_output_cpp", &winograd_output);
+  m.impl("_winograd_output_adjoint_cpp", &winograd_output_adjoint);
+  m.impl("_winograd_input_adjoint_cpp", &winograd_input_adjoint);
 }
 
 }  // namespace din_fast

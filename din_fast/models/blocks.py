@@ -65,12 +65,13 @@ class Conv3x3(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
+        # The op takes a bias: a bias-free conv passes zeros (a buffer: follows .to(), not saved).
+        self.register_buffer("zero_bias", None if bias else torch.zeros(out_channels), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if backends.resolve("conv3x3", x.device, x.dtype) == "reference":
             return super().forward(x)
-        bias = self.bias if self.bias is not None else self.weight.new_zeros(self.out_channels)
-        return ops.conv3x3(x, self.weight, bias)
+        return ops.conv3x3(x, self.weight, self.bias if self.bias is not None else self.zero_bias)
 
 
 def check_scale(scale: int, supported: tuple[int, ...], what: str) -> None:

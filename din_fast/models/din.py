@@ -26,6 +26,7 @@ from torch import nn
 from din_fast import backends, ops
 from din_fast.models.blocks import Conv3x3, SRModel, check_image_batch, check_scale, pixel_shuffle_layers
 from din_fast.ops._library import OPS, empty_like_format
+from din_fast.ops.conv3x3 import winograd_tiles
 
 VARIANTS = {"journal": (2, 3, 4, 8), "ijcai": (2, 3, 4)}
 #: The LeakyReLU slope used everywhere in DIN.
@@ -67,6 +68,64 @@ def _dense_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
     return conv(buf, weights[-1], biases[-1]), buf
 
 
+def _dense_forward_winograd(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """``_dense_forward`` on the C++ Winograd kernel's building blocks, with every feature transformed once:
+    V (36, C + 5G, tiles) holds the Winograd transforms of [x, y1, ..., y5], conv_i is one batched GEMM over
+    V's first C + (i−1)G channels, and its output transform (bias and LeakyReLU fused) writes y_i straight
+    into the channel buffer. (Per conv, the transforms of its whole input would cost 864 channel
+    transforms per RDB instead of 224.) Returns (y6, buffer) like ``_dense_forward``; the buffer is NCHW.
+    """
+    wino = torch.ops.din_fast
+    c, g = x.shape[1], weights[0].shape[0]
+    b, _, h, w = x.shape
+    width = c + (len(weights) - 1) * g
+    buf = x.new_empty((b, width, h, w))
+    buf[:, :c] = x
+    V = x.new_empty((36, width, b * winograd_tiles(h, w)))
+    wino._winograd_input_cpp(buf[:, :c], V, 0)
+    for i, (wt, bias) in enumerate(zip(weights[:-1], biases[:-1])):
+        start = c + i * g
+        out = buf[:, start:start + g]
+        wino._winograd_output_cpp(torch.bmm(wino._winograd_kernel_cpp(wt), V[:, :start]), bias, SLOPE, out)
+        wino._winograd_input_cpp(out, V, start)
+    y6 = x.new_empty((b, weights[-1].shape[0], h, w))
+    wino._winograd_output_cpp(torch.bmm(wino._winograd_kernel_cpp(weights[-1]), V), biases[-1], 1.0, y6)
+    return y6, buf
+
+
+def _dense_backward_winograd(grad: torch.Tensor, buf: torch.Tensor, weights: list[torch.Tensor], channels: int
+                             ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """Backward of ``_dense_forward_winograd`` in the Winograd domain: the input gradients of all convs are
+    accumulated in one dV (36, C + 5G, tiles), and each feature's spatial gradient is taken out of it once
+    (when every later conv has added to it), instead of once per conv that reads it. V is recomputed from
+    the buffer (storing it would cost 2.3× the buffer's memory). Returns (dx, [dw1, db1, ..., dw6, db6])."""
+    wino = torch.ops.din_fast
+    g = weights[0].shape[0]
+    b, width, h, w = buf.shape
+    V = buf.new_empty((36, width, b * winograd_tiles(h, w)))
+    wino._winograd_input_cpp(buf, V, 0)
+    grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
+
+    def conv_step(i: int, gy: torch.Tensor, cin: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameter gradients of conv i (output gradient gy); returns (Uᵀ, dM) of its input gradient."""
+        dM = wino._winograd_output_adjoint_cpp(gy)
+        grads[2 * i] = wino._winograd_kernel_adjoint_cpp(torch.bmm(dM, V[:, :cin].transpose(1, 2)))
+        grads[2 * i + 1] = gy.sum((0, 2, 3))
+        return wino._winograd_kernel_cpp(weights[i]).transpose(1, 2), dM
+
+    dV = torch.bmm(*conv_step(len(weights) - 1, grad, width))  # the last conv reads every channel
+    for i in reversed(range(len(weights) - 1)):
+        start = channels + i * g
+        gy = buf.new_empty((b, g, h, w))
+        wino._winograd_input_adjoint_cpp(dV, start, gy)  # complete: only later convs read y_i
+        gy = torch.ops.aten.leaky_relu_backward(gy, buf[:, start:start + g], SLOPE, True)
+        dV[:, :start].baddbmm_(*conv_step(i, gy, start))
+    dx = buf.new_empty((b, channels, h, w))
+    wino._winograd_input_adjoint_cpp(dV, 0, dx)
+    return dx, grads
+
+
 class _DenseBody(torch.autograd.Function):
     """Autograd of ``_dense_forward`` that saves only the channel buffer.
 
@@ -80,7 +139,8 @@ class _DenseBody(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = list(params[0::2]), list(params[1::2])
-        y6, buf = _dense_forward(x, weights, biases)
+        ctx.winograd = _conv3x3_impl(x) == "cpp" and not torch.compiler.is_compiling()
+        y6, buf = (_dense_forward_winograd if ctx.winograd else _dense_forward)(x, weights, biases)
         ctx.save_for_backward(buf, *params)
         ctx.channels = x.shape[1]
         return y6
@@ -89,6 +149,9 @@ class _DenseBody(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         buf, *params = ctx.saved_tensors
         weights, biases = params[0::2], params[1::2]
+        if ctx.winograd:
+            dx, grads = _dense_backward_winograd(grad, buf, weights, ctx.channels)
+            return (dx, *grads)
         c, g = ctx.channels, weights[0].shape[0]
         grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
         impl = _conv3x3_impl(buf)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from din_fast.ops import _checks, reference
-from din_fast.ops._library import FusedOp
+from din_fast.ops._library import LIB, FusedOp
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -46,3 +46,21 @@ _OP = FusedOp(
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` on the fastest implementation (module docstring)."""
     return _OP(x, weight, bias)
+
+
+# The C++ CPU kernel's building blocks, for layers that chain several convs over one set of features
+# (DIN's dense block keeps every feature in one Winograd-domain buffer, so each is transformed once and
+# read by every later conv). Buffers V, M, dM, dV are (36, C, B·winograd_tiles(H, W)); element e = 6k + i.
+LIB.define("_winograd_kernel_cpp(Tensor weight) -> Tensor")  # U (36, Cout, Cin) = G g Gᵀ
+LIB.define("_winograd_kernel_adjoint_cpp(Tensor dU) -> Tensor")  # dweight (Cout, Cin, 3, 3) = Gᵀ dU G
+LIB.define("_winograd_input_cpp(Tensor x, Tensor(a!) V, int offset) -> ()")  # V[:, offset:offset+C] = Bᵀ d B
+LIB.define("_winograd_output_cpp(Tensor M, Tensor bias, float slope, Tensor(a!) out) -> ()")  # lrelu(Aᵀ M A + b)
+LIB.define("_winograd_output_adjoint_cpp(Tensor grad) -> Tensor")  # dM = A dY Aᵀ
+LIB.define("_winograd_input_adjoint_cpp(Tensor dV, int offset, Tensor(a!) dx) -> ()")  # dx = Σ B dV Bᵀ
+
+
+def winograd_tiles(h: int, w: int) -> int:
+    """Tiles per image of an H×W map in the C++ kernel's layout: ⌈H/4⌉ tile rows of ⌈W/4⌉ + 1 tiles (one
+    padding tile per row), rounded up to a multiple of 16 (csrc/cpu/conv3x3.cpp, ``Geometry``)."""
+    tiles = -(-h // 4) * (-(-w // 4) + 1)
+    return -(-tiles // 16) * 16
