@@ -5,9 +5,9 @@
 // interpolation points 0, ±1, ±2, ∞:
 //     U = G g Gᵀ (36 values per (cout, cin)),  V = Bᵀ d B (36 per (cin, tile)),
 //     M[e] = U[e] @ V[e]   (36 GEMMs, (Cout x Cin) @ (Cin x tiles)),   Y = Aᵀ M A + bias.
-// The transforms are written here (vectorised over the tiles of one tile row); the GEMMs are
-// at::bmm (the BLAS is faster than any loop we could write). Layouts: V, M are (36, C, T) with
-// T = B * nh * nw tiles, tile t = (b * nh + th) * nw + tw, element e = 6 * k + i (k: row, i: column
+// The transforms are written here (vectorised over all tiles of a plane, see Geometry); the GEMMs
+// are at::bmm (the BLAS is faster than any loop we could write). Layouts: V, M are (36, C, T) with
+// T = B * plane_tiles() (padding tiles included), element e = 6 * k + i (k: row, i: column
 // frequency), so each GEMM operand is a contiguous matrix.
 //
 // Backward is the adjoint of every linear step: dM = A dY Aᵀ per tile (zero outside the image),
@@ -409,6 +409,19 @@ Planes<T> planes_of(const at::Tensor& t) {
 
 bool rows_contiguous(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) == t.size(3); }
 
+// t itself when its rows are contiguous (NCHW, channel slices), else a contiguous copy.
+at::Tensor with_contiguous_rows(const at::Tensor& t) { return rows_contiguous(t) ? t : t.contiguous(); }
+
+void check_rows_contiguous(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(rows_contiguous(t), name, " must have contiguous rows (W stride 1, H stride W)");
+}
+
+// A non-empty float32/float64 CPU (B, C, H, W) tensor.
+void check_cpu_feature(const at::Tensor& t, const char* name) {
+  check_feature(t, name);
+  check_cpu_float(t, name);
+}
+
 void check_winograd_buffer(const at::Tensor& buf, const char* name, const at::Tensor& like, int64_t offset,
                            int64_t channels, int64_t tiles) {
   TORCH_CHECK_VALUE(buf.dim() == 3 && buf.size(0) == kElems && buf.size(2) == tiles && buf.is_contiguous(), name,
@@ -451,9 +464,8 @@ int64_t winograd_tiles(int64_t h, int64_t w) { return Geometry(1, 1, h, w).plane
 
 // Writes the transform of x (B, C, H, W) into channels offset .. offset + C of V (36, Cv, B * tiles).
 void winograd_input(const at::Tensor& x, at::Tensor& V, int64_t offset) {
-  check_feature(x, "x");
-  check_cpu_float(x, "x");
-  const at::Tensor xr = rows_contiguous(x) ? x : x.contiguous();
+  check_cpu_feature(x, "x");
+  const at::Tensor xr = with_contiguous_rows(x);
   const Geometry g(x.size(0), x.size(1), x.size(2), x.size(3), V.dim() == 3 ? V.size(1) : 0, offset);
   check_winograd_buffer(V, "V", x, offset, g.C, g.tiles());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "winograd_input", [&] {
@@ -464,9 +476,8 @@ void winograd_input(const at::Tensor& x, at::Tensor& V, int64_t offset) {
 // out (B, Cout, H, W) = leaky_relu(output transform of M (36, Cout, B * tiles) + bias, slope); out's rows
 // must be contiguous (a channel slice of a dense buffer is fine).
 void winograd_output(const at::Tensor& M, const at::Tensor& bias, double slope, at::Tensor& out) {
-  check_feature(out, "out");
-  check_cpu_float(out, "out");
-  TORCH_CHECK_VALUE(rows_contiguous(out), "out must have contiguous rows (W stride 1, H stride W)");
+  check_cpu_feature(out, "out");
+  check_rows_contiguous(out, "out");
   const Geometry g(out.size(0), out.size(1), out.size(2), out.size(3));
   check_winograd_buffer(M, "M", out, 0, g.C, g.tiles());
   TORCH_CHECK_VALUE(M.size(1) == g.C, "M must have ", g.C, " channels, got ", M.size(1));
@@ -480,9 +491,8 @@ void winograd_output(const at::Tensor& M, const at::Tensor& bias, double slope, 
 
 // dM (36, Cout, B * tiles): the adjoint of the output transform applied to grad (B, Cout, H, W).
 at::Tensor winograd_output_adjoint(const at::Tensor& grad) {
-  check_feature(grad, "grad");
-  check_cpu_float(grad, "grad");
-  const at::Tensor gr = rows_contiguous(grad) ? grad : grad.contiguous();
+  check_cpu_feature(grad, "grad");
+  const at::Tensor gr = with_contiguous_rows(grad);
   const Geometry g(grad.size(0), grad.size(1), grad.size(2), grad.size(3));
   at::Tensor dM = at::empty({kElems, g.C, g.tiles()}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "winograd_output_adjoint", [&] {
@@ -493,9 +503,8 @@ at::Tensor winograd_output_adjoint(const at::Tensor& grad) {
 
 // dx (B, C, H, W) = the adjoint of the input transform applied to channels offset .. offset + C of dV.
 void winograd_input_adjoint(const at::Tensor& dV, int64_t offset, at::Tensor& dx) {
-  check_feature(dx, "dx");
-  check_cpu_float(dx, "dx");
-  TORCH_CHECK_VALUE(rows_contiguous(dx), "dx must have contiguous rows (W stride 1, H stride W)");
+  check_cpu_feature(dx, "dx");
+  check_rows_contiguous(dx, "dx");
   const Geometry g(dx.size(0), dx.size(1), dx.size(2), dx.size(3), dV.dim() == 3 ? dV.size(1) : 0, offset);
   check_winograd_buffer(dV, "dV", dx, offset, g.C, g.tiles());
   AT_DISPATCH_FLOATING_TYPES(dx.scalar_type(), "winograd_input_adjoint", [&] {
@@ -506,8 +515,7 @@ void winograd_input_adjoint(const at::Tensor& dV, int64_t offset, at::Tensor& dx
 // ---- the op ------------------------------------------------------------------------------------
 
 void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  check_feature(x, "x");
-  check_cpu_float(x, "x");
+  check_cpu_feature(x, "x");
   const int64_t cin = x.size(1);
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) > 0, "weight must have shape (Cout, ", cin,
                     ", 3, 3), got ", weight.sizes());
