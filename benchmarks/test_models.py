@@ -17,20 +17,16 @@ import os
 import pytest
 import torch
 
+from common import env_list
 from din_fast import bench, list_models
-
-
-def _env_list(name: str, default: str) -> list[str]:
-    return [v for v in os.environ.get(name, default).split(",") if v]
-
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CASES = [bench.Case(m, int(s), int(z), mode, p, int(os.environ.get("DIN_FAST_BENCH_BATCH", "1")), DEVICE)
-         for m in _env_list("DIN_FAST_BENCH_MODELS", "defian-s,din,cirn,drfn")
-         for s in _env_list("DIN_FAST_BENCH_SCALES", "4")
-         for mode in _env_list("DIN_FAST_BENCH_MODES", "inference,train")
-         for z in _env_list("DIN_FAST_BENCH_SIZES", "48")
-         for p in _env_list("DIN_FAST_BENCH_PROVIDERS", ",".join(bench.PROVIDERS))
+         for m in env_list("DIN_FAST_BENCH_MODELS", "defian-s,din,cirn,drfn")
+         for s in env_list("DIN_FAST_BENCH_SCALES", "4")
+         for mode in env_list("DIN_FAST_BENCH_MODES", "inference,train")
+         for z in env_list("DIN_FAST_BENCH_SIZES", "48")
+         for p in env_list("DIN_FAST_BENCH_PROVIDERS", ",".join(bench.PROVIDERS))
          if not (p == "optimized" and mode != "inference")]
 
 

@@ -9,25 +9,10 @@ B=8, 256²). float32.
 
 from __future__ import annotations
 
-import os
+from common import env_ints, op_benchmark
 
-import pytest
-import torch
+SHAPES = [dict(b=b, c=64, h=s, w=s, reduction=4) for b in env_ints("DIN_FAST_BENCH_OP_BATCHES", "1,4")
+          for s in env_ints("DIN_FAST_BENCH_OP_SIZES", "48,128")]
 
-from common import MODES, PROVIDERS, bench, skip_unavailable
-from op_inputs import asyca_args
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-SIZES = [int(s) for s in os.environ.get("DIN_FAST_BENCH_OP_SIZES", "48,128").split(",")]
-BATCHES = [int(b) for b in os.environ.get("DIN_FAST_BENCH_OP_BATCHES", "1,4").split(",")]
-
-
-@pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("batch", BATCHES)
-def test_asyca(benchmark, provider, mode, size, batch):
-    skip_unavailable(provider, "asyca", DEVICE, torch.float32)
-    g = torch.Generator(device=DEVICE).manual_seed(0)
-    args = asyca_args(b=batch, c=64, h=size, w=size, reduction=4, dtype=torch.float32, device=DEVICE, generator=g)
-    bench(benchmark, provider, "asyca", args, mode, group=f"asyca {mode} B={batch} C=64 {size}x{size}")
+test_asyca = op_benchmark("asyca", SHAPES, "{b}-{h}", "asyca {mode} B={b} C={c} {h}x{w}",
+                          id_order=("shape", "mode", "provider"))

@@ -10,25 +10,10 @@ C++ kernel's per-thread scratch of 4·(H + W + C + 1)·64 values is not among th
 
 from __future__ import annotations
 
-import pytest
-import torch
+from common import op_benchmark
 
-from common import MODES, PROVIDERS, bench, op_callable, skip_unavailable
-from din_fast.bench import _cpu_peak_mib
-from op_inputs import criss_cross_attention_args
-
-OP = "criss_cross_attention"
 SHAPES = [dict(b=1, c=64, cq=8, h=64, w=64), dict(b=2, c=64, cq=8, h=32, w=48)]
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s['b']}-C{s['c']}-{s['h']}x{s['w']}")
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_criss_cross_attention(benchmark, provider, shape, mode):
-    skip_unavailable(provider, OP, DEVICE, torch.float32)
-    args = criss_cross_attention_args(**shape, dtype=torch.float32, device=DEVICE)
-    group = f"{OP}-{mode}-B{shape['b']}-C{shape['c']}-{shape['h']}x{shape['w']}"
-    bench(benchmark, provider, OP, args, mode, group)
-    if DEVICE.type == "cpu" and mode == "forward":
-        benchmark.extra_info["peak_mib"] = _cpu_peak_mib(op_callable(provider, OP, args, mode))
+test_criss_cross_attention = op_benchmark(
+    "criss_cross_attention", SHAPES, "B{b}-C{c}-{h}x{w}", "{op}-{mode}-B{b}-C{c}-{h}x{w}",
+    id_order=("provider", "shape", "mode"), peak_memory=True)

@@ -9,25 +9,10 @@ DIN_FAST_BENCH_OP_SIZES (default ``48,128``) and batches from DIN_FAST_BENCH_OP_
 
 from __future__ import annotations
 
-import os
+from common import env_ints, op_benchmark
 
-import pytest
-import torch
+SHAPES = [dict(k=5, b=b, c=64, h=s, w=s) for b in env_ints("DIN_FAST_BENCH_OP_BATCHES", "1,4")
+          for s in env_ints("DIN_FAST_BENCH_OP_SIZES", "48,128")]
 
-from common import MODES, PROVIDERS, bench, skip_unavailable
-from op_inputs import dwc_sum_args
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-SIZES = [int(s) for s in os.environ.get("DIN_FAST_BENCH_OP_SIZES", "48,128").split(",")]
-BATCHES = [int(b) for b in os.environ.get("DIN_FAST_BENCH_OP_BATCHES", "1,4").split(",")]
-
-
-@pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("batch", BATCHES)
-def test_dwc_sum(benchmark, provider, mode, size, batch):
-    skip_unavailable(provider, "dwc_sum", DEVICE, torch.float32)
-    g = torch.Generator(device=DEVICE).manual_seed(0)
-    args = dwc_sum_args(k=5, b=batch, c=64, h=size, w=size, dtype=torch.float32, device=DEVICE, generator=g)
-    bench(benchmark, provider, "dwc_sum", args, mode, group=f"dwc_sum {mode} B={batch} C=64 k=5 {size}x{size}")
+test_dwc_sum = op_benchmark("dwc_sum", SHAPES, "{b}-{h}", "dwc_sum {mode} B={b} C={c} k={k} {h}x{w}",
+                            id_order=("shape", "mode", "provider"))
