@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import din_fast
-from op_inputs import ARGS
+from din_fast import backends
+from din_fast.ops._library import _KERNEL_CHECKED, OPS
+from op_inputs import ARGS, flat, rebuild
 
 
 def _routes():
@@ -62,3 +64,49 @@ def test_bad_arguments(route, backend, op, mutate, message):
     args = mutate(ARGS[op]())
     with din_fast.use_backend(backend), pytest.raises(ValueError, match=message):
         _call(route, op, args)
+
+
+def _mutations(args):
+    """Systematic bad variants of a valid argument list: each tensor in turn with the other float dtype,
+    one element fewer along each dim, an extra or a missing leading dim, a non-tensor in its place; each
+    list argument one element shorter and one longer."""
+    tensors = flat(args)
+    for i, t in enumerate(tensors):
+        variants = [t.to(torch.float32 if t.dtype == torch.float64 else torch.float64), t[None], t[0], 1.0]
+        variants += [t.narrow(d, 0, t.shape[d] - 1) for d in range(t.dim())]
+        for v in variants:
+            yield rebuild(args, tensors[:i] + [v] + tensors[i + 1:])
+    for j, a in enumerate(args):
+        if isinstance(a, list):
+            yield args[:j] + [a[:-1]] + args[j + 1:]
+            yield args[:j] + [a + a[:1]] + args[j + 1:]
+
+
+@pytest.mark.parametrize("op", sorted(ARGS))
+def test_kernel_checks_cover_python_checks(op):
+    """The eager fast path skips the Python check for kernels in ``_KERNEL_CHECKED`` (FusedOp.__call__):
+    on every argument list the Python check rejects, those kernels (forward and backward) must raise
+    too, and the public op must raise the Python check's own ValueError."""
+    fused = OPS[op]
+    args = ARGS[op]()
+    grad = torch.ones(fused.output_shape(*args), dtype=torch.float64)
+    impls = [impl for impl in _KERNEL_CHECKED if backends.unavailable_reason(op, impl, "cpu", torch.float64) is None]
+    if not impls:
+        pytest.skip("no kernel-checked implementation is built for this op")
+    rejected = 0
+    for bad in _mutations(args):
+        try:
+            fused.check(*bad)
+            continue
+        except ValueError as e:
+            message = str(e)
+        rejected += 1
+        for impl in impls:
+            with pytest.raises(Exception):
+                fused.implementation(impl, backward=False)(*bad)
+            with pytest.raises(Exception):
+                fused.implementation(impl, backward=True)(grad, *bad)
+        with pytest.raises(ValueError) as raised:
+            getattr(din_fast.ops, op)(*bad)
+        assert str(raised.value) == message
+    assert rejected >= len(flat(args))  # the mutations did exercise the check

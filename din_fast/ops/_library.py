@@ -113,6 +113,10 @@ def _autocast_args(args: Sequence[Any], device_type: str) -> list[Any]:
 # Tensor types the eager fast path passes straight to a kernel. Subclasses (FakeTensor, FunctionalTensor,
 # tensor-subclass wrappers) need the dispatcher, so they take the torch.ops path.
 _PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
+# Implementations whose kernels check every argument as the op's Python check does (csrc/common.h and
+# the per-op check helpers: same conditions, ValueError naming the argument; tests/test_op_errors.py
+# holds them to it): the eager fast path calls them without the Python check (FusedOp.__call__).
+_KERNEL_CHECKED = frozenset(("cpp",))
 
 
 def _eager_plain(tensors: Sequence[Any]) -> bool:
@@ -219,19 +223,43 @@ class FusedOp:
     # -- public entry -------------------------------------------------------------------------
     def __call__(self, *args: Any) -> torch.Tensor:
         """Check, then run the reference as a plain autograd graph, or the fused implementation
-        (directly on the eager fast path, else through the torch.ops op); autocast-aware."""
+        (directly on the eager fast path, else through the torch.ops op); autocast-aware.
+
+        On the eager fast path a ``_KERNEL_CHECKED`` implementation checks the arguments itself (the
+        C++ kernels run csrc's twins of the Python checks), so the Python check runs only if the call
+        fails: it then raises its ValueError naming the argument, or, if it finds nothing, the
+        kernel's own error propagates. A bad argument gets the same error as on every other route."""
         tensors, spec = _flatten(args)
-        first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
-        if first is not None and torch.is_autocast_enabled(first.device.type):  # (no tensor: check says so)
-            args = _autocast_args(args, first.device.type)
-            tensors = _flatten(args)[0]
+        if torch._C._is_any_autocast_enabled():  # one cheap query in the common case (autocast off)
+            first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+            if first is not None and torch.is_autocast_enabled(first.device.type):  # (no tensor: check says so)
+                args = _autocast_args(args, first.device.type)
+                tensors = _flatten(args)[0]
+        plain = _eager_plain(tensors)
+        impl = None
+        if plain:
+            try:
+                x = tensors[0]
+                impl = backends.resolve(self.name, x.device, x.dtype)
+                if impl in _KERNEL_CHECKED:
+                    return self._eager(impl, args, tensors, spec)
+            except Exception:
+                self.check(*args)  # raises the Python check's error if an argument is bad
+                raise
         self.check(*args)
-        x = tensors[0]
-        impl = backends.resolve(self.name, x.device, x.dtype)
+        if impl is None:
+            x = tensors[0]
+            impl = backends.resolve(self.name, x.device, x.dtype)
         if impl == "reference":
             return self.reference(*args)
-        if not _eager_plain(tensors):
+        if not plain:
             return self._call_checked(self.op, args)
+        return self._eager(impl, args, tensors, spec)
+
+    def _eager(self, impl: str, args: Sequence[Any], tensors: Sequence[torch.Tensor],
+               spec: list[int | None]) -> torch.Tensor:
+        """The eager fast path: implementation ``impl`` called directly, with one autograd node when a
+        gradient is needed."""
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _EagerAutograd.apply(self, impl, spec, *tensors)
         return self._run_forward(impl, args)
@@ -273,8 +301,8 @@ class FusedOp:
         suffix = "_backward" if backward else ""
         if impl == "reference":
             return self.reference_backward if backward else self.reference
-        if impl in ("cpp", "cuda"):
-            return getattr(torch.ops.din_fast, f"_{self.name}{suffix}_{impl}")
+        if impl in ("cpp", "cuda"):  # the OpOverload: calling it skips the packet's overload resolution
+            return getattr(torch.ops.din_fast, f"_{self.name}{suffix}_{impl}").default
         if impl == "triton":
             module = importlib.import_module(f"din_fast.kernels.{self.name}")
             return module.backward if backward else module.forward
