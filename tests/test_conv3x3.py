@@ -28,6 +28,25 @@ def test_forward_and_backward_match_reference(dtype):
         check_backward("conv3x3", "cpp", args, dtype, g)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_strips(monkeypatch, rows, threads):
+    """The op runs strip by strip (a few tile rows of one image each; neighbouring strips share two image rows
+    of dx, each thread keeps its own dweight sum). Force strip heights that cut 6 tile rows unevenly and
+    thread counts that give threads several or no strips."""
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    monkeypatch.setenv("DIN_FAST_CONV3X3_STRIP_ROWS", str(rows))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(rows * 10 + threads)
+        args = conv3x3_args(b=2, cin=6, cout=5, h=23, w=11, generator=g)
+        check_forward("conv3x3", "cpp", args, torch.float64)
+        check_backward("conv3x3", "cpp", args, torch.float64, g)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "non_contiguous", "channel_slice"])
 def test_layouts(layout):
     skip_unless_runs("conv3x3", "cpp", torch.float64)
@@ -65,11 +84,14 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.din_fast.conv3x3.default, args)
 
 
-def test_non_finite_input_stays_within_its_tiles():
+@pytest.mark.parametrize("strip_rows", [None, "1"])
+def test_non_finite_input_stays_within_its_tiles(monkeypatch, strip_rows):
     """A Winograd tile mixes the 6x6 window it reads, so an inf in x turns the whole 4x4 output tiles whose
     windows contain it non-finite (documented in din_fast/ops/conv3x3.py) — and nothing else: other tiles,
-    including the padding tile that ends each tile row, are finite and correct."""
+    including the padding tile that ends each tile row, and other strips are finite and correct."""
     skip_unless_runs("conv3x3", "cpp", torch.float64)
+    if strip_rows:
+        monkeypatch.setenv("DIN_FAST_CONV3X3_STRIP_ROWS", strip_rows)
     x, w, b = conv3x3_args(b=1, cin=2, cout=2, h=9, w=10)
     x[0, 1, 4, 5] = math.inf  # inside the windows of tile rows 0-1 (input rows -1..4, 3..8), tile column 1
     got = run("conv3x3", "cpp", [x, w, b])

@@ -13,11 +13,19 @@
 // Backward is the adjoint of every linear step: dM = A dY Aᵀ per tile (zero outside the image),
 // dV = Uᵀ dM, dU = dM Vᵀ (V recomputed from x: one cheap pass instead of storing 2.25x the input),
 // dx = Σ_tiles B dV Bᵀ (overlapping windows accumulate), dweight = Gᵀ dU G, dbias = Σ dy.
+//
+// The op itself runs strip by strip (a few tile rows of one image per work item, see Strips): each
+// thread transforms, multiplies and transforms back one strip at a time in a small buffer of its own, so
+// the Winograd-domain data never exists for the whole map. Whole-map V and M buffers (several MB at
+// 96x96) cost more than the arithmetic: fresh allocations of that size are mmapped, page-faulted and
+// zeroed on every call. DIN's dense block uses the whole-map building blocks (registered below) instead,
+// because there every transformed feature is read by several convs.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <tuple>
 #include <vector>
 
@@ -48,22 +56,33 @@ struct Geometry {
   int64_t row() const { return kOut * (nw + 1); }  // work-buffer row length (>= 4nw + 2)
   int64_t plane_tiles() const { return (nh * (nw + 1) + kVec - 1) / kVec * kVec; }  // junk included
   int64_t tiles() const { return B * plane_tiles(); }  // T, the GEMMs' N
-  int64_t flat() const { return kOut * plane_tiles() + 2 * kOut; }  // a transform buffer (windows overrun by 2)
 };
+
+// Tile rows [th0, th1) of a plane, numbered from 0 within the strip like a plane of their own: its n
+// tiles (junk included, a multiple of kVec) are columns t0 .. t0 + n of a (36, ld, nt) buffer. A whole
+// plane is the strip {0, nh, plane_tiles(), tiles()}.
+struct Strip {
+  int64_t th0, th1, n, nt;
+  int64_t rows() const { return th1 - th0; }
+  int64_t flat() const { return kOut * n + 2 * kOut; }  // one transform row buffer (windows overrun by 2)
+};
+
+Strip whole_plane(const Geometry& g) { return {0, g.nh, g.plane_tiles(), g.tiles()}; }
 
 // ---- forward transforms --------------------------------------------------------------------------
 
-// V[e][c][t0 + n] for every tile of plane (b, c). x rows are contiguous (stride 1 along W).
-// P: (4nh + 2) padded rows; Y: 6 buffers of flat().
+// V[e][c][t0 + n] for every tile of strip s of plane (b, c). x rows are contiguous (stride 1 along W).
+// P: (4 s.rows() + 2) padded rows; Y: 6 buffers of s.flat().
 template <typename T>
-DIN_FAST_INLINE void input_transform_plane_t(const Geometry& g, const T* plane, int64_t row_stride, T* P, T* Y, T* V,
-                                           int64_t c, int64_t t0) {
-  const int64_t R = g.row(), rows = kOut * g.nh + 2, NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat();
+DIN_FAST_INLINE void input_transform_plane_t(const Geometry& g, const Strip& s, const T* plane, int64_t row_stride,
+                                             T* P, T* Y, T* V, int64_t c, int64_t t0) {
+  const int64_t R = g.row(), rows = kOut * s.rows() + 2, NT = s.nt, n_end = s.n, F = s.flat();
   std::fill(P, P + rows * R, T(0));
-  for (int64_t y = 0; y < g.H; ++y) {
-    std::copy(plane + y * row_stride, plane + y * row_stride + g.W, P + (y + 1) * R + 1);
+  for (int64_t p = 0; p < rows; ++p) {  // padded row p is image row 4 th0 + p - 1
+    const int64_t y = kOut * s.th0 + p - 1;
+    if (y >= 0 && y < g.H) std::copy(plane + y * row_stride, plane + y * row_stride + g.W, P + p * R + 1);
   }
-  for (int64_t th = 0; th < g.nh; ++th) {  // along y: Y[k][th][x] = (Bᵀ P[4th .. 4th+5][x])[k]
+  for (int64_t th = 0; th < s.rows(); ++th) {  // along y: Y[k][th][x] = (Bᵀ P[4th .. 4th+5][x])[k]
     const T* d0 = P + kOut * th * R;
     const T *d1 = d0 + R, *d2 = d1 + R, *d3 = d2 + R, *d4 = d3 + R, *d5 = d4 + R;
     T* y0 = Y + th * R;
@@ -77,6 +96,8 @@ DIN_FAST_INLINE void input_transform_plane_t(const Geometry& g, const T* plane, 
       y0[5 * F + x] = T(4) * d1[x] - T(5) * d3[x] + d5[x];
     }
   }
+  // The junk tiles after the last tile row read zeros (not a previous strip's data, which may be inf).
+  for (int64_t k = 0; k < kWin; ++k) std::fill(Y + k * F + s.rows() * R, Y + (k + 1) * F, T(0));
   for (int64_t k = 0; k < kWin; ++k) {  // along x: V[6k + i][n] = (Bᵀ Y[k][4n .. 4n+5])[i]
     const T* yk = Y + k * F;
     T* v = V + (kWin * k * g.ld + c) * NT + t0;
@@ -94,12 +115,12 @@ DIN_FAST_INLINE void input_transform_plane_t(const Geometry& g, const T* plane, 
   }
 }
 
-// Plane (b, co) of y from M[e][co][t0 + n]: leaky_relu(· + bias, slope) (slope 1: no activation).
-// Z: 6 buffers of flat().
+// Strip s of plane (b, co) of y from M[e][co][t0 + n]: leaky_relu(· + bias, slope) (slope 1: no
+// activation). Z: 6 buffers of s.flat().
 template <typename T>
-DIN_FAST_INLINE void output_transform_plane_t(const Geometry& g, const T* M, int64_t co, int64_t t0, T bias, T slope,
-                                            T* Z, T* out, int64_t row_stride) {
-  const int64_t R = g.row(), NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(), step = g.ld * NT;
+DIN_FAST_INLINE void output_transform_plane_t(const Geometry& g, const Strip& s, const T* M, int64_t co, int64_t t0,
+                                              T bias, T slope, T* Z, T* out, int64_t row_stride) {
+  const int64_t R = g.row(), NT = s.nt, n_end = s.n, F = s.flat(), step = g.ld * NT;
   for (int64_t k = 0; k < kWin; ++k) {  // along x: Z[k][4n + j] = (Aᵀ M[6k + ·][n])[j]
     const T* m = M + (kWin * k * g.ld + co) * NT + t0;
     T* z = Z + k * F;
@@ -114,10 +135,11 @@ DIN_FAST_INLINE void output_transform_plane_t(const Geometry& g, const T* M, int
       o[3] = (m1 - m2) + T(8) * (m3 - m4) + m5;
     }
   }
-  for (int64_t th = 0; th < g.nh; ++th) {  // along y, into output rows 4th .. 4th+3
+  for (int64_t th = 0; th < s.rows(); ++th) {  // along y, into output rows 4(th0 + th) .. +3
     const T *z0 = Z + th * R, *z1 = z0 + F, *z2 = z1 + F, *z3 = z2 + F, *z4 = z3 + F, *z5 = z4 + F;
-    for (int64_t r = 0; r < kOut && kOut * th + r < g.H; ++r) {
-      T* o = out + (kOut * th + r) * row_stride;
+    const int64_t y0 = kOut * (s.th0 + th);
+    for (int64_t r = 0; r < kOut && y0 + r < g.H; ++r) {
+      T* o = out + (y0 + r) * row_stride;
       if (r == 0) {
 #pragma omp simd
         for (int64_t x = 0; x < g.W; ++x) {
@@ -149,15 +171,16 @@ DIN_FAST_INLINE void output_transform_plane_t(const Geometry& g, const T* M, int
 
 // ---- backward transforms (adjoints) ----------------------------------------------------------------
 
-// dM[e][co][t0 + n] = (A dY Aᵀ)[k][i] for every tile of grad plane (b, co); dY is zero outside the image,
-// so junk tiles get exactly 0. Q: 6 buffers of flat(); zeros: W zeros (the rows below the image).
+// dM[e][co][t0 + n] = (A dY Aᵀ)[k][i] for every tile of strip s of grad plane (b, co); dY is zero outside
+// the image, so junk tiles get exactly 0. Q: 6 buffers of s.flat(); zeros: W zeros (rows below the image).
 template <typename T>
-DIN_FAST_INLINE void output_adjoint_plane_t(const Geometry& g, const T* gplane, int64_t row_stride, const T* zeros, T* Q,
-                                        T* dM, int64_t co, int64_t t0) {
-  const int64_t R = g.row(), NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(), step = g.ld * NT;
-  for (int64_t th = 0; th < g.nh; ++th) {  // along y: Q[k][th][x] = (A dy[4th .. 4th+3][x])[k]
+DIN_FAST_INLINE void output_adjoint_plane_t(const Geometry& g, const Strip& s, const T* gplane, int64_t row_stride,
+                                            const T* zeros, T* Q, T* dM, int64_t co, int64_t t0) {
+  const int64_t R = g.row(), NT = s.nt, n_end = s.n, F = s.flat(), step = g.ld * NT;
+  for (int64_t th = 0; th < s.rows(); ++th) {  // along y: Q[k][th][x] = (A dy[4th .. 4th+3][x])[k]
     const T* rows[kOut];
-    for (int64_t r = 0; r < kOut; ++r) rows[r] = kOut * th + r < g.H ? gplane + (kOut * th + r) * row_stride : zeros;
+    const int64_t y0 = kOut * (s.th0 + th);
+    for (int64_t r = 0; r < kOut; ++r) rows[r] = y0 + r < g.H ? gplane + (y0 + r) * row_stride : zeros;
     const T *u0 = rows[0], *u1 = rows[1], *u2 = rows[2], *u3 = rows[3];
     T* q0 = Q + th * R;
 #pragma omp simd
@@ -171,6 +194,7 @@ DIN_FAST_INLINE void output_adjoint_plane_t(const Geometry& g, const T* gplane, 
     }
     for (int64_t k = 0; k < kWin; ++k) std::fill(q0 + k * F + g.W, q0 + k * F + R, T(0));
   }
+  for (int64_t k = 0; k < kWin; ++k) std::fill(Q + k * F + s.rows() * R, Q + (k + 1) * F, T(0));  // junk tiles: 0
   for (int64_t k = 0; k < kWin; ++k) {  // along x: dM[6k + i][n] = (A Q[k][4n .. 4n+3])[i]
     const T* qk = Q + k * F;
     T* d = dM + (kWin * k * g.ld + co) * NT + t0;
@@ -187,13 +211,14 @@ DIN_FAST_INLINE void output_adjoint_plane_t(const Geometry& g, const T* gplane, 
   }
 }
 
-// Plane (b, c) of dx = Σ_tiles B dV Bᵀ (overlapping windows add up), cropped from the padding.
-// Rb: 6 buffers of flat(); P: (4nh + 2) padded rows.
+// Strip s of plane (b, c) of dx = Σ_tiles B dV Bᵀ (overlapping windows add up), cropped from the padding.
+// The strip's windows cover image rows 4 th0 - 1 .. 4 th1; the two rows at each end it shares with a
+// neighbouring strip (th0 > 0, th1 < nh) go to edges (4 rows of W: top two, bottom two) for the caller to
+// add up, the rest to dx. Rb: 6 buffers of s.flat(); P: (4 s.rows() + 2) padded rows.
 template <typename T>
-DIN_FAST_INLINE void input_adjoint_plane_t(const Geometry& g, const T* dV, int64_t c, int64_t t0, T* Rb, T* P, T* dx,
-                                         int64_t row_stride) {
-  const int64_t R = g.row(), rows = kOut * g.nh + 2, NT = g.tiles(), n_end = g.plane_tiles(), F = g.flat(),
-                step = g.ld * NT;
+DIN_FAST_INLINE void input_adjoint_plane_t(const Geometry& g, const Strip& s, const T* dV, int64_t c, int64_t t0,
+                                           T* Rb, T* P, T* dx, int64_t row_stride, T* edges) {
+  const int64_t R = g.row(), rows = kOut * s.rows() + 2, NT = s.nt, n_end = s.n, F = s.flat(), step = g.ld * NT;
   for (int64_t k = 0; k < kWin; ++k) {  // along x: Rb[k][4n + j] = Σ_n (B dV[6k + ·][n])[j]
     const T* u = dV + (kWin * k * g.ld + c) * NT + t0;
     T* r = Rb + k * F;
@@ -218,7 +243,7 @@ DIN_FAST_INLINE void input_adjoint_plane_t(const Geometry& g, const T* dV, int64
     }
   }
   std::fill(P, P + rows * R, T(0));
-  for (int64_t th = 0; th < g.nh; ++th) {  // along y: P[4th + r][x] += (B Rb[·][th][x])[r]
+  for (int64_t th = 0; th < s.rows(); ++th) {  // along y: P[4th + r][x] += (B Rb[·][th][x])[r]
     const T *r0 = Rb + th * R, *r1 = r0 + F, *r2 = r1 + F, *r3 = r2 + F, *r4 = r3 + F, *r5 = r4 + F;
     T* p0 = P + kOut * th * R;
     T *p1 = p0 + R, *p2 = p1 + R, *p3 = p2 + R, *p4 = p3 + R, *p5 = p4 + R;
@@ -232,7 +257,14 @@ DIN_FAST_INLINE void input_adjoint_plane_t(const Geometry& g, const T* dV, int64
       p5[x] += r5[x];
     }
   }
-  for (int64_t y = 0; y < g.H; ++y) std::copy(P + (y + 1) * R + 1, P + (y + 1) * R + 1 + g.W, dx + y * row_stride);
+  for (int64_t p = 0; p < rows; ++p) {  // padded row p is image row 4 th0 + p - 1
+    const int64_t y = kOut * s.th0 + p - 1;
+    if (y < 0 || y >= g.H) continue;
+    T* to = s.th0 > 0 && p < 2               ? edges + p * g.W
+            : s.th1 < g.nh && p >= rows - 2 ? edges + (p - rows + 4) * g.W
+                                            : dx + y * row_stride;
+    std::copy(P + p * R + 1, P + p * R + 1 + g.W, to);
+  }
 }
 
 // ---- kernel transform U = G g Gᵀ and its adjoint dg = Gᵀ dU G, per (cout, cin) pair ----------------
@@ -289,37 +321,38 @@ DIN_FAST_INLINE void kernel_adjoint_t(const T* dU, int64_t pairs, int64_t begin,
 // The parallel_for lambdas below are compiled for the baseline ISA, so the vectorised work must sit in
 // functions marked DIN_FAST_MULTIVERSION that the lambdas call (target_clones cannot mark templates).
 
-DIN_FAST_MULTIVERSION void input_plane(const Geometry& g, const float* x, int64_t rs, float* P, float* Y, float* V,
-                                       int64_t c, int64_t t0) {
-  input_transform_plane_t(g, x, rs, P, Y, V, c, t0);
+DIN_FAST_MULTIVERSION void input_plane(const Geometry& g, const Strip& s, const float* x, int64_t rs, float* P,
+                                       float* Y, float* V, int64_t c, int64_t t0) {
+  input_transform_plane_t(g, s, x, rs, P, Y, V, c, t0);
 }
-DIN_FAST_MULTIVERSION void input_plane(const Geometry& g, const double* x, int64_t rs, double* P, double* Y,
-                                       double* V, int64_t c, int64_t t0) {
-  input_transform_plane_t(g, x, rs, P, Y, V, c, t0);
+DIN_FAST_MULTIVERSION void input_plane(const Geometry& g, const Strip& s, const double* x, int64_t rs, double* P,
+                                       double* Y, double* V, int64_t c, int64_t t0) {
+  input_transform_plane_t(g, s, x, rs, P, Y, V, c, t0);
 }
-DIN_FAST_MULTIVERSION void output_plane(const Geometry& g, const float* M, int64_t co, int64_t t0, float bias,
-                                        float slope, float* Z, float* out, int64_t rs) {
-  output_transform_plane_t(g, M, co, t0, bias, slope, Z, out, rs);
+DIN_FAST_MULTIVERSION void output_plane(const Geometry& g, const Strip& s, const float* M, int64_t co, int64_t t0,
+                                        float bias, float slope, float* Z, float* out, int64_t rs) {
+  output_transform_plane_t(g, s, M, co, t0, bias, slope, Z, out, rs);
 }
-DIN_FAST_MULTIVERSION void output_plane(const Geometry& g, const double* M, int64_t co, int64_t t0, double bias,
-                                        double slope, double* Z, double* out, int64_t rs) {
-  output_transform_plane_t(g, M, co, t0, bias, slope, Z, out, rs);
+DIN_FAST_MULTIVERSION void output_plane(const Geometry& g, const Strip& s, const double* M, int64_t co, int64_t t0,
+                                        double bias, double slope, double* Z, double* out, int64_t rs) {
+  output_transform_plane_t(g, s, M, co, t0, bias, slope, Z, out, rs);
 }
-DIN_FAST_MULTIVERSION void output_adjoint_plane(const Geometry& g, const float* dy, int64_t rs, const float* zeros,
-                                                float* Q, float* dM, int64_t co, int64_t t0) {
-  output_adjoint_plane_t(g, dy, rs, zeros, Q, dM, co, t0);
+DIN_FAST_MULTIVERSION void output_adjoint_plane(const Geometry& g, const Strip& s, const float* dy, int64_t rs,
+                                                const float* zeros, float* Q, float* dM, int64_t co, int64_t t0) {
+  output_adjoint_plane_t(g, s, dy, rs, zeros, Q, dM, co, t0);
 }
-DIN_FAST_MULTIVERSION void output_adjoint_plane(const Geometry& g, const double* dy, int64_t rs, const double* zeros,
-                                                double* Q, double* dM, int64_t co, int64_t t0) {
-  output_adjoint_plane_t(g, dy, rs, zeros, Q, dM, co, t0);
+DIN_FAST_MULTIVERSION void output_adjoint_plane(const Geometry& g, const Strip& s, const double* dy, int64_t rs,
+                                                const double* zeros, double* Q, double* dM, int64_t co, int64_t t0) {
+  output_adjoint_plane_t(g, s, dy, rs, zeros, Q, dM, co, t0);
 }
-DIN_FAST_MULTIVERSION void input_adjoint_plane(const Geometry& g, const float* dV, int64_t c, int64_t t0, float* Rb,
-                                               float* P, float* dx, int64_t rs) {
-  input_adjoint_plane_t(g, dV, c, t0, Rb, P, dx, rs);
+DIN_FAST_MULTIVERSION void input_adjoint_plane(const Geometry& g, const Strip& s, const float* dV, int64_t c,
+                                               int64_t t0, float* Rb, float* P, float* dx, int64_t rs, float* edges) {
+  input_adjoint_plane_t(g, s, dV, c, t0, Rb, P, dx, rs, edges);
 }
-DIN_FAST_MULTIVERSION void input_adjoint_plane(const Geometry& g, const double* dV, int64_t c, int64_t t0, double* Rb,
-                                               double* P, double* dx, int64_t rs) {
-  input_adjoint_plane_t(g, dV, c, t0, Rb, P, dx, rs);
+DIN_FAST_MULTIVERSION void input_adjoint_plane(const Geometry& g, const Strip& s, const double* dV, int64_t c,
+                                               int64_t t0, double* Rb, double* P, double* dx, int64_t rs,
+                                               double* edges) {
+  input_adjoint_plane_t(g, s, dV, c, t0, Rb, P, dx, rs, edges);
 }
 DIN_FAST_MULTIVERSION void kernel_block(const float* w, int64_t pairs, int64_t begin, int64_t end, float* U) {
   kernel_transform_t(w, pairs, begin, end, U);
@@ -346,46 +379,58 @@ struct Planes {
   T* plane(int64_t b, int64_t c) const { return data + b * sb + c * sc; }
 };
 
+// One thread's transform buffers, for strips of up to `rows` tile rows and n tiles.
+template <typename T>
+struct Scratch {
+  std::vector<T> P, rows6, zeros;  // padded rows; 6 row buffers (Y, Z, Q or Rb); W zeros
+  Scratch(const Geometry& g, int64_t rows, int64_t n)
+      : P((kOut * rows + 2) * g.row()), rows6(kWin * (kOut * n + 2 * kOut)), zeros(g.W, T(0)) {}
+};
+
 template <typename T>
 void input_transform(const Geometry& g, Planes<const T> x, T* V) {
+  const Strip s = whole_plane(g);
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> P((kOut * g.nh + 2) * g.row()), Y(kWin * g.flat(), T(0));
+    Scratch<T> w(g, g.nh, s.n);
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, c = bc % g.C;
-      input_plane(g, x.plane(b, c), x.sh, P.data(), Y.data(), V, g.c0 + c, b * g.plane_tiles());
+      input_plane(g, s, x.plane(b, c), x.sh, w.P.data(), w.rows6.data(), V, g.c0 + c, b * s.n);
     }
   });
 }
 
 template <typename T>
 void output_transform(const Geometry& g, const T* M, const T* bias, T slope, Planes<T> y) {
+  const Strip s = whole_plane(g);
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Z(kWin * g.flat());
+    Scratch<T> w(g, 0, s.n);
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, co = bc % g.C;
-      output_plane(g, M, g.c0 + co, b * g.plane_tiles(), bias[co], slope, Z.data(), y.plane(b, co), y.sh);
+      output_plane(g, s, M, g.c0 + co, b * s.n, bias[co], slope, w.rows6.data(), y.plane(b, co), y.sh);
     }
   });
 }
 
 template <typename T>
 void output_adjoint(const Geometry& g, Planes<const T> dy, T* dM) {
+  const Strip s = whole_plane(g);
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Q(kWin * g.flat(), T(0)), zeros(g.W, T(0));
+    Scratch<T> w(g, 0, s.n);
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, co = bc % g.C;
-      output_adjoint_plane(g, dy.plane(b, co), dy.sh, zeros.data(), Q.data(), dM, g.c0 + co, b * g.plane_tiles());
+      output_adjoint_plane(g, s, dy.plane(b, co), dy.sh, w.zeros.data(), w.rows6.data(), dM, g.c0 + co, b * s.n);
     }
   });
 }
 
 template <typename T>
 void input_adjoint(const Geometry& g, const T* dV, Planes<T> dx) {
+  const Strip s = whole_plane(g);
   at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Rb(kWin * g.flat()), P((kOut * g.nh + 2) * g.row());
+    Scratch<T> w(g, g.nh, s.n);
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / g.C, c = bc % g.C;
-      input_adjoint_plane(g, dV, g.c0 + c, b * g.plane_tiles(), Rb.data(), P.data(), dx.plane(b, c), dx.sh);
+      input_adjoint_plane(g, s, dV, g.c0 + c, b * s.n, w.rows6.data(), w.P.data(), dx.plane(b, c), dx.sh, nullptr);
     }
   });
 }
@@ -524,17 +569,138 @@ void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
   check_same(bias, "bias", x, "x", {cout});
 }
 
-at::Tensor input_transform_of(const at::Tensor& x) {
-  at::Tensor V = at::empty({kElems, x.size(1), x.size(0) * winograd_tiles(x.size(2), x.size(3))}, x.options());
-  winograd_input(x, V, 0);
-  return V;
+// How the op cuts B images into strips of `rows` tile rows (an image's last strip may be shorter).
+struct Strips {
+  int64_t rows, per_image, count, max_n;
+  Strips(const Geometry& g, int64_t cin, int64_t cout, int64_t elem_size) {
+    const int64_t per_row = g.nw + 1;
+    // Tiles per strip: V and M of a strip within ~2 MiB, but at least 64 tiles, since the GEMMs lose
+    // efficiency below N ≈ 100 (N = 16: ~30 % of the large-N rate) and at most 256.
+    const int64_t tiles = std::clamp<int64_t>((int64_t(2) << 20) / (kElems * elem_size * (cin + cout)), 64, 256);
+    rows = std::clamp<int64_t>((tiles + per_row / 2) / per_row, 1, g.nh);
+    // At least as many strips as threads, and a multiple of their number when that splits evenly.
+    const int64_t threads = at::get_num_threads();
+    const int64_t wanted = (g.B * ((g.nh + rows - 1) / rows) + threads - 1) / threads * threads;
+    const int64_t per = (wanted + g.B - 1) / g.B;
+    rows = std::max<int64_t>(1, (g.nh + per - 1) / per);
+    if (const char* forced = std::getenv("DIN_FAST_CONV3X3_STRIP_ROWS")) {  // tests: any strip height
+      rows = std::clamp<int64_t>(std::atoll(forced), 1, g.nh);
+    }
+    per_image = (g.nh + rows - 1) / rows;
+    count = g.B * per_image;
+    max_n = (rows * per_row + kVec - 1) / kVec * kVec;
+  }
+  int64_t image(int64_t j) const { return j / per_image; }
+  Strip at(const Geometry& g, int64_t j) const {
+    const int64_t th0 = (j % per_image) * rows, th1 = std::min(th0 + rows, g.nh);
+    const int64_t n = ((th1 - th0) * (g.nw + 1) + kVec - 1) / kVec * kVec;
+    return {th0, th1, n, n};
+  }
+};
+
+// A buffer of this thread's that outlives the call (grow-only): a fresh multi-megabyte allocation per
+// call is mmapped and page-faulted again each time, which cost 2x the arithmetic at 96x96 (measured).
+// `Slot` tells a thread's buffers apart.
+template <typename T, int Slot>
+T* thread_buffer(int64_t count) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < count) buf.resize(count);
+  return buf.data();
+}
+
+// (36, C, n) matrices over a strip's buffer, for the batched GEMMs.
+at::Tensor strip_matrix(void* data, int64_t channels, int64_t n, const at::TensorOptions& opts) {
+  return at::from_blob(data, {kElems, channels, n}, opts);
+}
+
+template <typename T>
+void conv3x3_strips(const Geometry& gx, const Geometry& gy, Planes<const T> x, const at::Tensor& U, const T* bias,
+                    Planes<T> y) {
+  const Strips strips(gx, gx.C, gy.C, sizeof(T));
+  const auto opts = U.options();
+  at::parallel_for(0, strips.count, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> w(gx, strips.rows, strips.max_n);
+    T* V = thread_buffer<T, 0>(kElems * gx.C * strips.max_n);
+    T* M = thread_buffer<T, 1>(kElems * gy.C * strips.max_n);
+    for (int64_t j = begin; j < end; ++j) {
+      const Strip s = strips.at(gx, j);
+      const int64_t b = strips.image(j);
+      for (int64_t c = 0; c < gx.C; ++c) input_plane(gx, s, x.plane(b, c), x.sh, w.P.data(), w.rows6.data(), V, c, 0);
+      at::Tensor Mt = strip_matrix(M, gy.C, s.n, opts);
+      at::bmm_out(Mt, U, strip_matrix(V, gx.C, s.n, opts));
+      for (int64_t co = 0; co < gy.C; ++co)
+        output_plane(gy, s, M, co, 0, bias[co], T(1), w.rows6.data(), y.plane(b, co), y.sh);
+    }
+  });
+}
+
+// Backward per strip: dM from dy, V from x (recomputed), dU += dM Vᵀ (one accumulator per thread, added
+// up at the end), dV = Uᵀ dM, dx from dV; the two image rows each pair of neighbouring strips shares are
+// added up after the parallel loop.
+template <typename T>
+void conv3x3_backward_strips(const Geometry& gx, const Geometry& gy, Planes<const T> dy, Planes<const T> x,
+                             const at::Tensor& U, Planes<T> dx, at::Tensor& dU) {
+  const Strips strips(gx, gx.C, gy.C, sizeof(T));
+  const auto opts = U.options();
+  const at::Tensor Ut = U.transpose(1, 2);
+  std::vector<T> edges(strips.count * gx.C * 4 * gx.W);
+  std::vector<at::Tensor> dU_parts(at::get_num_threads());
+  at::parallel_for(0, strips.count, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> w(gx, strips.rows, strips.max_n);
+    T* V = thread_buffer<T, 0>(kElems * gx.C * strips.max_n);
+    T* dM = thread_buffer<T, 1>(kElems * gy.C * strips.max_n);
+    T* dV = thread_buffer<T, 2>(kElems * gx.C * strips.max_n);
+    at::Tensor& acc = dU_parts[at::get_thread_num()];
+    for (int64_t j = begin; j < end; ++j) {
+      const Strip s = strips.at(gx, j);
+      const int64_t b = strips.image(j);
+      for (int64_t co = 0; co < gy.C; ++co)
+        output_adjoint_plane(gy, s, dy.plane(b, co), dy.sh, w.zeros.data(), w.rows6.data(), dM, co, 0);
+      for (int64_t c = 0; c < gx.C; ++c) input_plane(gx, s, x.plane(b, c), x.sh, w.P.data(), w.rows6.data(), V, c, 0);
+      const at::Tensor dMt = strip_matrix(dM, gy.C, s.n, opts), Vt = strip_matrix(V, gx.C, s.n, opts);
+      if (acc.defined()) {
+        acc.baddbmm_(dMt, Vt.transpose(1, 2));
+      } else {
+        acc = at::bmm(dMt, Vt.transpose(1, 2));
+      }
+      at::Tensor dVt = strip_matrix(dV, gx.C, s.n, opts);
+      at::bmm_out(dVt, Ut, dMt);
+      for (int64_t c = 0; c < gx.C; ++c)
+        input_adjoint_plane(gx, s, dV, c, 0, w.rows6.data(), w.P.data(), dx.plane(b, c), dx.sh,
+                            edges.data() + (j * gx.C + c) * 4 * gx.W);
+    }
+  });
+  // Strip j's bottom rows (4 th1 - 1, 4 th1) are strip j + 1's top rows, when both are in one image.
+  at::parallel_for(0, strips.count * gx.C, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t jc = begin; jc < end; ++jc) {
+      const int64_t j = jc / gx.C, c = jc % gx.C;
+      const Strip s = strips.at(gx, j);
+      if (s.th1 == gx.nh) continue;
+      const T* lo = edges.data() + jc * 4 * gx.W + 2 * gx.W;
+      const T* hi = edges.data() + (jc + gx.C) * 4 * gx.W;
+      T* d = dx.plane(strips.image(j), c) + (kOut * s.th1 - 1) * dx.sh;
+      for (int64_t x = 0; x < gx.W; ++x) d[x] = lo[x] + hi[x];
+      for (int64_t x = 0; x < gx.W; ++x) d[dx.sh + x] = lo[gx.W + x] + hi[gx.W + x];
+    }
+  });
+  for (const at::Tensor& part : dU_parts) {
+    if (!part.defined()) continue;
+    if (dU.defined()) {
+      dU.add_(part);
+    } else {
+      dU = part;
+    }
+  }
 }
 
 at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   check_args(x, weight, bias);
-  at::Tensor M = at::bmm(winograd_kernel(weight), input_transform_of(x));
+  const at::Tensor xr = with_contiguous_rows(x), b = bias.contiguous(), U = winograd_kernel(weight);
   at::Tensor y = at::empty({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
-  winograd_output(M, bias, 1.0, y);
+  const Geometry gx(x.size(0), x.size(1), x.size(2), x.size(3)), gy(y.size(0), y.size(1), y.size(2), y.size(3));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_cpu", [&] {
+    conv3x3_strips(gx, gy, planes_of<const scalar_t>(xr), U, b.data_ptr<scalar_t>(), planes_of<scalar_t>(y));
+  });
   return y;
 }
 
@@ -542,11 +708,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward_cpu(const at::Te
                                                                     const at::Tensor& weight, const at::Tensor& bias) {
   check_args(x, weight, bias);
   check_same(grad, "grad", x, "x", {x.size(0), weight.size(0), x.size(2), x.size(3)});
-  at::Tensor dM = winograd_output_adjoint(grad);
-  at::Tensor dV = at::bmm(winograd_kernel(weight).transpose(1, 2), dM);
-  at::Tensor dU = at::bmm(dM, input_transform_of(x).transpose(1, 2));
-  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  winograd_input_adjoint(dV, 0, dx);
+  const at::Tensor xr = with_contiguous_rows(x), gr = with_contiguous_rows(grad), U = winograd_kernel(weight);
+  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous), dU;
+  const Geometry gx(x.size(0), x.size(1), x.size(2), x.size(3)), gy(gr.size(0), gr.size(1), gr.size(2), gr.size(3));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_backward_cpu", [&] {
+    conv3x3_backward_strips(gx, gy, planes_of<const scalar_t>(gr), planes_of<const scalar_t>(xr), U,
+                            planes_of<scalar_t>(dx), dU);
+  });
   return {dx, winograd_kernel_adjoint(dU), grad.sum({0, 2, 3})};
 }
 

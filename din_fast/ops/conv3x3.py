@@ -14,6 +14,13 @@ inside the models' tolerance. The backward is the adjoint of the same transforms
 from a direct convolution: an inf/NaN input pixel makes the whole 4x4 output tiles whose windows
 contain it non-finite (not just its 3x3 neighbourhood).
 
+The op works strip by strip (a few tile rows of one image per thread at a time, in buffers each thread
+keeps between calls), so the Winograd-domain data is never materialised for the whole map: at 96×96 the
+whole-map buffers' page faults alone cost more than the arithmetic. ``DIN_FAST_CONV3X3_STRIP_ROWS=n`` forces
+the strip height in tile rows (for tests and tuning; the default is chosen from the channel counts and the
+thread count). The weight gradient is summed per thread, so it depends on the thread count at the level of
+float rounding, as oneDNN's does.
+
 There is no Triton or CUDA kernel: on GPUs cuDNN already chooses Winograd or implicit-GEMM algorithms
 per shape, so the reference (``F.conv2d``) is what runs there.
 """
