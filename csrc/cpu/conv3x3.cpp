@@ -573,16 +573,21 @@ void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
 struct Strips {
   int64_t rows, per_image, count, max_n;
   Strips(const Geometry& g, int64_t cin, int64_t cout, int64_t elem_size) {
-    const int64_t per_row = g.nw + 1;
-    // Tiles per strip: V and M of a strip within ~2 MiB, but at least 64 tiles, since the GEMMs lose
-    // efficiency below N ≈ 100 (N = 16: ~30 % of the large-N rate) and at most 256.
-    const int64_t tiles = std::clamp<int64_t>((int64_t(2) << 20) / (kElems * elem_size * (cin + cout)), 64, 256);
-    rows = std::clamp<int64_t>((tiles + per_row / 2) / per_row, 1, g.nh);
-    // At least as many strips as threads, and a multiple of their number when that splits evenly.
-    const int64_t threads = at::get_num_threads();
-    const int64_t wanted = (g.B * ((g.nh + rows - 1) / rows) + threads - 1) / threads * threads;
-    const int64_t per = (wanted + g.B - 1) / g.B;
-    rows = std::max<int64_t>(1, (g.nh + per - 1) / per);
+    const int64_t per_row = g.nw + 1, threads = at::get_num_threads();
+    // At most the tile rows whose V and M fit ~2 MiB (at least 64 tiles: the GEMMs lose efficiency below
+    // N ≈ 100, N = 16 runs at ~30 % of the large-N rate).
+    const int64_t budget = std::max<int64_t>((int64_t(2) << 20) / (kElems * elem_size * (cin + cout)), 64);
+    const int64_t most = std::clamp<int64_t>(budget / per_row, 1, g.nh);
+    // Among those, the height that gives the busiest thread the fewest GEMM columns: a strip's N is rounded
+    // up to 16 (the GEMM kernels' block, so the junk is computed for free), plus ~32 columns' worth of
+    // fixed cost per strip; threads take contiguous runs of ceil(count / threads) strips.
+    rows = 1;
+    int64_t best = -1;
+    for (int64_t r = 1; r <= most; ++r) {
+      const int64_t strips = g.B * ((g.nh + r - 1) / r);
+      const int64_t cost = (strips + threads - 1) / threads * ((r * per_row + kVec - 1) / kVec * kVec + 32);
+      if (best < 0 || cost <= best) best = cost, rows = r;
+    }
     if (const char* forced = std::getenv("DIN_FAST_CONV3X3_STRIP_ROWS")) {  // tests: any strip height
       rows = std::clamp<int64_t>(std::atoll(forced), 1, g.nh);
     }
