@@ -49,6 +49,29 @@ def split(batch: int, channel_blocks: int, hw: int, block_p: int) -> tuple[int, 
     return triton.cdiv(hw, per_split), per_split
 
 
+def check_grad(grad: torch.Tensor, like: torch.Tensor) -> None:
+    """ValueError unless the upstream gradient ``grad`` has ``like``'s shape, dtype and device."""
+    if grad.shape != like.shape or grad.dtype != like.dtype or grad.device != like.device:
+        raise ValueError(f"grad must have shape {tuple(like.shape)}, dtype {like.dtype} and device {like.device}, "
+                         f"got {tuple(grad.shape)}, {grad.dtype}, {grad.device}")
+
+
+@triton.jit
+def channel_block(C, stride_b, stride_c, BLOCK_C: tl.constexpr):
+    """Program (b, j, ·)'s sample b, channels cs = j·BLOCK_C + [0, BLOCK_C), their mask cs < C, and the
+    (BLOCK_C, 1) int64 offsets b·stride_b + cs·stride_c of their planes."""
+    b = tl.program_id(0)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return b, cs, cs < C, b.to(tl.int64) * stride_b + cs[:, None].to(tl.int64) * stride_c
+
+
+@triton.jit
+def tile_at(base, cmask, p0, HW, stride_p, BLOCK_P: tl.constexpr):
+    """(mask, offsets) of a channel block's (BLOCK_C, BLOCK_P) tile at flat positions p0 + [0, BLOCK_P)."""
+    ps = p0 + tl.arange(0, BLOCK_P)
+    return cmask[:, None] & (ps < HW)[None, :], base + ps[None, :].to(tl.int64) * stride_p
+
+
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: float64 for float64, float32 otherwise."""
     return torch.float64 if dtype == torch.float64 else torch.float32

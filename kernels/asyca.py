@@ -21,7 +21,8 @@ import triton
 import triton.language as tl
 
 from din_fast.ops.asyca import _check
-from din_fast.kernels._layout import acc_dtype, dense, split, strides, tile, tl_acc_dtype
+from din_fast.kernels._layout import (acc_dtype, channel_block, check_grad, dense, split, strides, tile, tile_at,
+                                      tl_acc_dtype)
 
 
 @triton.jit
@@ -29,20 +30,15 @@ def _sums(x1, x2, g, part, C, HW, stride_b, stride_c, stride_p, per_split,
           WITH_GRAD: tl.constexpr, NS: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
           BLOCK_P: tl.constexpr):
     """part[b, s, k, c] for k = (Σx1, Σx2[, Σg·x1, Σg·x2]) over positions [s·per_split, (s+1)·per_split)."""
-    b = tl.program_id(0)
-    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b, cs, cmask, base = channel_block(C, stride_b, stride_c, BLOCK_C)
     s = tl.program_id(2)
-    cmask = cs < C
-    base = b.to(tl.int64) * stride_b + cs[:, None].to(tl.int64) * stride_c
     acc1 = tl.zeros([BLOCK_C], ACC)
     acc2 = tl.zeros([BLOCK_C], ACC)
     acc3 = tl.zeros([BLOCK_C], ACC)
     acc4 = tl.zeros([BLOCK_C], ACC)
     start = s * per_split
     for p0 in range(start, start + per_split, BLOCK_P):
-        ps = p0 + tl.arange(0, BLOCK_P)
-        m = cmask[:, None] & (ps < HW)[None, :]
-        off = base + ps[None, :].to(tl.int64) * stride_p
+        m, off = tile_at(base, cmask, p0, HW, stride_p, BLOCK_P)
         u = tl.load(x1 + off, mask=m, other=0.0).to(ACC)
         v = tl.load(x2 + off, mask=m, other=0.0).to(ACC)
         acc1 += tl.sum(u, axis=1)
@@ -63,12 +59,8 @@ def _sums(x1, x2, g, part, C, HW, stride_b, stride_c, stride_p, per_split,
 def _pass2(u, v, o1, o2, ca, cb, k1, k2, C, HW, stride_b, stride_c, stride_p,
            BACKWARD: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Forward: o1 = ca ⊙ u + cb ⊙ v. Backward (u = g): o1 = ca ⊙ u + k1, o2 = cb ⊙ u + k2."""
-    b = tl.program_id(0)
-    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    cmask = cs < C
-    m = cmask[:, None] & (ps < HW)[None, :]
-    off = b.to(tl.int64) * stride_b + cs[:, None].to(tl.int64) * stride_c + ps[None, :].to(tl.int64) * stride_p
+    b, cs, cmask, base = channel_block(C, stride_b, stride_c, BLOCK_C)
+    m, off = tile_at(base, cmask, tl.program_id(2) * BLOCK_P, HW, stride_p, BLOCK_P)
     a_ = tl.load(ca + b * C + cs, mask=cmask, other=0.0)[:, None]
     b_ = tl.load(cb + b * C + cs, mask=cmask, other=0.0)[:, None]
     x = tl.load(u + off, mask=m, other=0.0).to(ACC)
@@ -136,9 +128,7 @@ def backward(grad: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor,
              *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``din_fast::asyca_backward``: (dx1, dx2, dw_init, db_init, dw_dc, db_dc, dw_ic, db_ic)."""
     _check(x1, x2, *params)
-    if grad.shape != x1.shape or grad.dtype != x1.dtype or grad.device != x1.device:
-        raise ValueError(f"grad must have shape {tuple(x1.shape)}, dtype {x1.dtype} and device {x1.device}, "
-                         f"got {tuple(grad.shape)}, {grad.dtype}, {grad.device}")
+    check_grad(grad, x1)
     (x1, x2, g), fmt = dense([x1, x2, grad])
     c, hw = x1.shape[1], x1.shape[2] * x1.shape[3]
     sums = _means_and_products(x1, x2, g)

@@ -19,6 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
+from din_fast.kernels._layout import acc_dtype, tl_acc_dtype
+from din_fast.kernels._pixel_blocks import pixel_block, pixel_grid, shifted
+
 BLOCK = 256
 TAPS = 7
 PAD = 3
@@ -51,10 +54,7 @@ def _pixel_stats(x_ptr, a_ptr, g_ptr, pooled_ptr, arg_ptr, ds_ptr, C, HW, WITH_G
                  ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Per pixel: channel mean and max of x' = a x (pooled (B, 2, HW)); with the gradient g also the first
     channel of the max and ds = Σ_c g x'."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    idx = pid * BLOCK + tl.arange(0, BLOCK)
-    inside = idx < HW
+    b, idx, inside = pixel_block(HW, BLOCK)
     total = tl.zeros((BLOCK,), ACC)
     best = tl.full((BLOCK,), float("-inf"), ACC)
     where = tl.zeros((BLOCK,), tl.int64)
@@ -82,13 +82,9 @@ def _gate_logit(pooled_ptr, w_ptr, b_ptr, b, y, x, inside, H, W, ACC: tl.constex
     logit = tl.zeros((BLOCK,), ACC) + tl.load(b_ptr).to(ACC)
     for k in tl.static_range(2):
         for dy in tl.static_range(7):
-            yy = y + dy - 3
-            ok = inside & (yy >= 0) & (yy < H)
             for dx in tl.static_range(7):
-                xx = x + dx - 3
-                m = ok & (xx >= 0) & (xx < W)
                 wt = tl.load(w_ptr + (k * 7 + dy) * 7 + dx).to(ACC)
-                logit += wt * tl.load(pooled_ptr + (b * 2 + k) * hw + yy * W + xx, mask=m, other=0.0)
+                logit += wt * shifted(pooled_ptr + (b * 2 + k) * hw, y, x, inside, dy - 3, dx - 3, H, W)
     return logit
 
 
@@ -96,11 +92,8 @@ def _gate_logit(pooled_ptr, w_ptr, b_ptr, b, y, x, inside, H, W, ACC: tl.constex
 def _gate_apply(x_ptr, skip_ptr, a_ptr, pooled_ptr, w_ptr, b_ptr, y_ptr, C, H, W, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     """s = sigmoid(conv7x7(pooled) + bias) for a pixel block, then y = s a x + skip for every channel."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
     hw = H * W
-    idx = pid * BLOCK + tl.arange(0, BLOCK)
-    inside = idx < hw
+    b, idx, inside = pixel_block(hw, BLOCK)
     s = tl.sigmoid(_gate_logit(pooled_ptr, w_ptr, b_ptr, b, idx // W, idx % W, inside, H, W, ACC, BLOCK))
     for c in range(0, C):
         ac = tl.load(a_ptr + b * C + c).to(ACC)
@@ -113,11 +106,8 @@ def _gate_apply(x_ptr, skip_ptr, a_ptr, pooled_ptr, w_ptr, b_ptr, y_ptr, C, H, W
 @triton.jit
 def _gate_grad(pooled_ptr, w_ptr, b_ptr, ds_ptr, s_ptr, dlogit_ptr, H, W, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """s and dlogit = ds s (1 − s) for a pixel block."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
     hw = H * W
-    idx = pid * BLOCK + tl.arange(0, BLOCK)
-    inside = idx < hw
+    b, idx, inside = pixel_block(hw, BLOCK)
     s = tl.sigmoid(_gate_logit(pooled_ptr, w_ptr, b_ptr, b, idx // W, idx % W, inside, H, W, ACC, BLOCK))
     ds = tl.load(ds_ptr + b * hw + idx, mask=inside, other=0.0)
     tl.store(s_ptr + b * hw + idx, s, mask=inside)
@@ -129,12 +119,9 @@ def _conv_backward(pooled_ptr, w_ptr, dlogit_ptr, dpooled_ptr, part_ptr, H, W, A
                    BLOCK: tl.constexpr):
     """dpooled = transposed 7x7 conv of dlogit for a pixel block; part[prog, tap] = this block's share of
     dw[tap] = Σ_p dlogit[p] pooled[p + tap] and part[prog, 98] of the bias gradient."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    prog = b * tl.num_programs(0) + pid
     hw = H * W
-    idx = pid * BLOCK + tl.arange(0, BLOCK)
-    inside = idx < hw
+    b, idx, inside = pixel_block(hw, BLOCK)
+    prog = b * tl.num_programs(0) + tl.program_id(0)
     y = idx // W
     x = idx % W
     dl = tl.load(dlogit_ptr + b * hw + idx, mask=inside, other=0.0)
@@ -145,15 +132,9 @@ def _conv_backward(pooled_ptr, w_ptr, dlogit_ptr, dpooled_ptr, part_ptr, H, W, A
             for dx in tl.static_range(7):
                 wt = tl.load(w_ptr + (k * 7 + dy) * 7 + dx).to(ACC)
                 # gradient into pooled[y, x] from the output pixel it feeds through tap (dy, dx)
-                yo = y - dy + 3
-                xo = x - dx + 3
-                m = inside & (yo >= 0) & (yo < H) & (xo >= 0) & (xo < W)
-                acc += wt * tl.load(dlogit_ptr + b * hw + yo * W + xo, mask=m, other=0.0)
+                acc += wt * shifted(dlogit_ptr + b * hw, y, x, inside, 3 - dy, 3 - dx, H, W)
                 # weight gradient: output pixel (y, x) reads pooled[y + dy − 3, x + dx − 3]
-                yi = y + dy - 3
-                xi = x + dx - 3
-                mi = inside & (yi >= 0) & (yi < H) & (xi >= 0) & (xi < W)
-                src = tl.load(pooled_ptr + (b * 2 + k) * hw + yi * W + xi, mask=mi, other=0.0)
+                src = shifted(pooled_ptr + (b * 2 + k) * hw, y, x, inside, dy - 3, dx - 3, H, W)
                 tl.store(part_ptr + prog * 99 + (k * 7 + dy) * 7 + dx, tl.sum(dl * src, axis=0))
         tl.store(dpooled_ptr + (b * 2 + k) * hw + idx, acc, mask=inside)
 
@@ -184,7 +165,7 @@ def _input_grad(x_ptr, g_ptr, a_ptr, s_ptr, dpooled_ptr, arg_ptr, dx_ptr, da_ptr
 
 
 def _acc(x: torch.Tensor) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if x.dtype == torch.float64 else (torch.float32, tl.float32)
+    return acc_dtype(x.dtype), tl_acc_dtype(x.dtype)
 
 
 def _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc, with_args):
@@ -210,7 +191,7 @@ def forward(x: torch.Tensor, skip: torch.Tensor, w_ca1: torch.Tensor, b_ca1: tor
     acc = _acc(x)
     a, _ = _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc, False)
     pooled = torch.empty((b, 2, h * w), dtype=acc[0], device=x.device)
-    grid = (triton.cdiv(h * w, BLOCK), b)
+    grid = pixel_grid(x, BLOCK)
     _pixel_stats[grid](x, a, x, pooled, pooled, pooled, c, h * w, WITH_GRAD=False, ACC=acc[1], BLOCK=BLOCK)
     y = torch.empty_like(x)
     _gate_apply[grid](x, skip, a, pooled, w_sa.contiguous(), b_sa, y, c, h, w, ACC=acc[1], BLOCK=BLOCK)
@@ -228,7 +209,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, skip: torch.Tensor, w_ca1: tor
     pooled = torch.empty((b, 2, hw), dtype=acc[0], device=x.device)
     pixel_arg = torch.empty((b, hw), dtype=torch.int64, device=x.device)
     ds = torch.empty((b, hw), dtype=acc[0], device=x.device)
-    grid = (triton.cdiv(hw, BLOCK), b)
+    grid = pixel_grid(x, BLOCK)
     _pixel_stats[grid](x, a, g, pooled, pixel_arg, ds, c, hw, WITH_GRAD=True, ACC=acc[1], BLOCK=BLOCK)
     s = torch.empty_like(ds)
     dlogit = torch.empty_like(ds)

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from din_fast.kernels._layout import acc_dtype, tl_acc_dtype
+
 MAX_LINE = 256
 
 
@@ -29,24 +31,32 @@ def _load_line(ptr, b, pos, valid, CH, hw, CHP: tl.constexpr, ACC: tl.constexpr)
 
 
 @triton.jit
-def _line_forward(q_ptr, k_ptr, v_ptr, acc_ptr, m_ptr, l_ptr, out_ptr, H, W, CQ, C,
-                  ROWS: tl.constexpr, FINAL: tl.constexpr, NP: tl.constexpr, CQP: tl.constexpr,
-                  CP: tl.constexpr, ACC: tl.constexpr):
-    """Rows (ROWS): m, l, acc of the row softmax (or the output when FINAL, H = 1). Columns: merge, then
-    out = acc / l; m, l are left holding the full softmax's statistics (for the backward)."""
-    line = tl.program_id(0)
+def _line_inputs(q_ptr, k_ptr, v_ptr, H, W, CQ, C, ROWS: tl.constexpr, NP: tl.constexpr, CQP: tl.constexpr,
+                 CP: tl.constexpr, ACC: tl.constexpr):
+    """Program (line, b)'s line, a row (ROWS) or a column: (b, H·W, t = [0, NP), t on the line, the flat
+    positions of t, and the q, k, v tiles there)."""
     b = tl.program_id(1).to(tl.int64)
     hw = H * W
     t = tl.arange(0, NP)
     if ROWS:
         valid = t < W
-        pos = line * W + t
+        pos = tl.program_id(0) * W + t
     else:
         valid = t < H
-        pos = line + t * W
+        pos = tl.program_id(0) + t * W
     qv = _load_line(q_ptr, b, pos, valid, CQ, hw, CQP, ACC)
     kv = _load_line(k_ptr, b, pos, valid, CQ, hw, CQP, ACC)
     vv = _load_line(v_ptr, b, pos, valid, C, hw, CP, ACC)
+    return b, hw, t, valid, pos, qv, kv, vv
+
+
+@triton.jit
+def _line_forward(q_ptr, k_ptr, v_ptr, acc_ptr, m_ptr, l_ptr, out_ptr, H, W, CQ, C,
+                  ROWS: tl.constexpr, FINAL: tl.constexpr, NP: tl.constexpr, CQP: tl.constexpr,
+                  CP: tl.constexpr, ACC: tl.constexpr):
+    """Rows (ROWS): m, l, acc of the row softmax (or the output when FINAL, H = 1). Columns: merge, then
+    out = acc / l; m, l are left holding the full softmax's statistics (for the backward)."""
+    b, hw, t, valid, pos, qv, kv, vv = _line_inputs(q_ptr, k_ptr, v_ptr, H, W, CQ, C, ROWS, NP, CQP, CP, ACC)
     e = tl.dot(qv, tl.trans(kv), input_precision="ieee", out_dtype=ACC)
     keep = (t[:, None] < NP) & valid[None, :]  # every query row, the line's keys
     if not ROWS:
@@ -87,19 +97,7 @@ def _line_backward(q_ptr, k_ptr, v_ptr, g_ptr, lse_ptr, d_ptr, dq_ptr, dk_ptr, d
                    ROWS: tl.constexpr, NP: tl.constexpr, CQP: tl.constexpr, CP: tl.constexpr,
                    ACC: tl.constexpr):
     """Gradients of one line's share of the softmax; rows write, columns add."""
-    line = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    hw = H * W
-    t = tl.arange(0, NP)
-    if ROWS:
-        valid = t < W
-        pos = line * W + t
-    else:
-        valid = t < H
-        pos = line + t * W
-    qv = _load_line(q_ptr, b, pos, valid, CQ, hw, CQP, ACC)
-    kv = _load_line(k_ptr, b, pos, valid, CQ, hw, CQP, ACC)
-    vv = _load_line(v_ptr, b, pos, valid, C, hw, CP, ACC)
+    b, hw, t, valid, pos, qv, kv, vv = _line_inputs(q_ptr, k_ptr, v_ptr, H, W, CQ, C, ROWS, NP, CQP, CP, ACC)
     gv = _load_line(g_ptr, b, pos, valid, C, hw, CP, ACC)
     stat = b * hw + pos
     lse = tl.load(lse_ptr + stat, mask=valid, other=0.0)
@@ -138,9 +136,8 @@ def _setup(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     if max(h, w) > MAX_LINE:
         raise ValueError(f"the triton criss_cross_attention keeps a line in one tile: H, W <= {MAX_LINE}, "
                          f"got {h}x{w}")
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    meta = dict(CQP=_tile(cq), CP=_tile(v.shape[1]), ACC=tl.float64 if acc == torch.float64 else tl.float32)
-    return (b, cq, h, w, v.shape[1]), acc, meta
+    meta = dict(CQP=_tile(cq), CP=_tile(v.shape[1]), ACC=tl_acc_dtype(q.dtype))
+    return (b, cq, h, w, v.shape[1]), acc_dtype(q.dtype), meta
 
 
 def _forward(q, k, v):

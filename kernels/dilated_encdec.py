@@ -19,11 +19,29 @@ import torch
 import triton
 import triton.language as tl
 
+from din_fast.kernels._layout import acc_dtype, tl_acc_dtype
+from din_fast.kernels._pixel_blocks import pixel_block, pixel_grid
+
 #: (in channels, out channels, dilation) of the six 3x3 layers.
 LAYERS = ((3, 6, 1), (6, 12, 2), (12, 24, 4), (24, 12, 4), (12, 6, 2), (6, 3, 1))
 
 # Epilogues of _conv_kernel.
 _RELU, _RELU_GATE, _MASK, _PLAIN = 0, 1, 2, 3
+
+
+@triton.jit
+def _neighbourhood(plane, y, x, inside, D: tl.constexpr, H, W):
+    """The 3x3 taps at dilation D around the block's pixels in one (H, W) plane, zero outside it: a tuple
+    indexed by ky·3 + kx, tap (ky, kx) at (y + (ky−1)D, x + (kx−1)D). One call per plane, not per tap
+    (a device-function call costs the interpreter more than the loads)."""
+    taps = ()
+    for ky in tl.static_range(3):
+        yy = y + (ky - 1) * D
+        row_ok = inside & (yy >= 0) & (yy < H)
+        for kx in tl.static_range(3):
+            xx = x + (kx - 1) * D
+            taps = taps + (tl.load(plane + yy * W + xx, mask=row_ok & (xx >= 0) & (xx < W), other=0.0),)
+    return taps
 
 
 @triton.jit
@@ -37,26 +55,18 @@ def _conv_kernel(in_ptr, w_ptr, b_ptr, out_ptr, act_ptr, gw_ptr, H, W,
     Epilogues: ReLU into COUT planes; ReLU then the gate (gw[0:3], gw[3] = bias) into one plane;
     mask by act > 0 (act has COUT planes); none.
     """
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
     hw = H * W
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < hw
+    b, offs, inside = pixel_block(hw, BLOCK)
     y = offs // W
     x = offs % W
     co = tl.arange(0, CP)
     cmask = co < COUT
     acc = tl.zeros((BLOCK, CP), ACC) + tl.load(b_ptr + co, mask=cmask, other=0.0).to(ACC)[None, :]
     for ci in tl.static_range(CIN):
-        plane = in_ptr + (b * CIN + ci) * hw
-        for ky in tl.static_range(3):
-            yy = y + (ky - 1) * D
-            row_ok = inside & (yy >= 0) & (yy < H)
-            for kx in tl.static_range(3):
-                xx = x + (kx - 1) * D
-                v = tl.load(plane + yy * W + xx, mask=row_ok & (xx >= 0) & (xx < W), other=0.0).to(ACC)
-                wv = tl.load(w_ptr + ((ci * 3 + ky) * 3 + kx) * COUT + co, mask=cmask, other=0.0).to(ACC)
-                acc += v[:, None] * wv[None, :]
+        taps = _neighbourhood(in_ptr + (b * CIN + ci) * hw, y, x, inside, D, H, W)
+        for t in tl.static_range(9):
+            wv = tl.load(w_ptr + (ci * 9 + t) * COUT + co, mask=cmask, other=0.0).to(ACC)
+            acc += taps[t].to(ACC)[:, None] * wv[None, :]
     if EPILOGUE == 1:
         gw = tl.load(gw_ptr + co, mask=co < 3, other=0.0).to(ACC)
         gate = tl.sum(tl.maximum(acc, 0.0) * gw[None, :], axis=1) + tl.load(gw_ptr + 3).to(ACC)
@@ -78,12 +88,9 @@ def _weight_grad_kernel(in_ptr, dz_ptr, part_ptr, H, W,
                         ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Partial sums over this program's pixels: part[prog, (ci·3 + ky)·3 + kx, co] = Σ_p dz[b, co, p] ·
     in[b, ci, y + (ky−1)D, x + (kx−1)D] and part[prog, CIN·9, co] = Σ_p dz[b, co, p]."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    prog = b * tl.num_programs(0) + pid
     hw = H * W
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < hw
+    b, offs, inside = pixel_block(hw, BLOCK)
+    prog = b * tl.num_programs(0) + tl.program_id(0)
     y = offs // W
     x = offs % W
     co = tl.arange(0, CP)
@@ -93,26 +100,18 @@ def _weight_grad_kernel(in_ptr, dz_ptr, part_ptr, H, W,
     out = part_ptr + prog * (CIN * 9 + 1) * CP
     tl.store(out + CIN * 9 * CP + co, tl.sum(dz, axis=0))
     for ci in tl.static_range(CIN):
-        plane = in_ptr + (b * CIN + ci) * hw
-        for ky in tl.static_range(3):
-            yy = y + (ky - 1) * D
-            row_ok = inside & (yy >= 0) & (yy < H)
-            for kx in tl.static_range(3):
-                xx = x + (kx - 1) * D
-                v = tl.load(plane + yy * W + xx, mask=row_ok & (xx >= 0) & (xx < W), other=0.0).to(ACC)
-                tl.store(out + ((ci * 3 + ky) * 3 + kx) * CP + co, tl.sum(v[:, None] * dz, axis=0))
+        taps = _neighbourhood(in_ptr + (b * CIN + ci) * hw, y, x, inside, D, H, W)
+        for t in tl.static_range(9):
+            tl.store(out + (ci * 9 + t) * CP + co, tl.sum(taps[t].to(ACC)[:, None] * dz, axis=0))
 
 
 @triton.jit
 def _gate_backward_kernel(act_ptr, grad_ptr, gw_ptr, dz_ptr, part_ptr, H, W, ACC: tl.constexpr,
                           BLOCK: tl.constexpr):
     """dz5[b, c] = gw[c] · grad[b] · [a5[b, c] > 0]; partial sums of grad · a5[c] (c < 3), grad (c = 3)."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    prog = b * tl.num_programs(0) + pid
     hw = H * W
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < hw
+    b, offs, inside = pixel_block(hw, BLOCK)
+    prog = b * tl.num_programs(0) + tl.program_id(0)
     c = tl.arange(0, 4)
     m2 = inside[:, None] & (c < 3)[None, :]
     idx = (b * 3 + c[None, :]) * hw + offs[:, None]
@@ -124,16 +123,9 @@ def _gate_backward_kernel(act_ptr, grad_ptr, gw_ptr, dz_ptr, part_ptr, H, W, ACC
     tl.store(part_ptr + prog * 4 + c, sums)
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _tl(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _block(hw: int) -> int:
-    return min(256, triton.next_power_of_2(hw))
+def _block(x: torch.Tensor) -> int:
+    """Pixels per program: 256, or H·W rounded up to a power of two when that is fewer."""
+    return min(256, triton.next_power_of_2(x.shape[2] * x.shape[3]))
 
 
 def _weff(k: int, w: torch.Tensor) -> torch.Tensor:
@@ -151,19 +143,18 @@ def _conv(inp: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, cin: int, cout
           out: torch.Tensor, act: torch.Tensor | None = None,
           gate: torch.Tensor | None = None) -> torch.Tensor:
     """Launch _conv_kernel over (pixel blocks, batch); returns ``out``."""
-    b, _, h, wd = inp.shape
-    block = _block(h * wd)
-    grid = (triton.cdiv(h * wd, block), b)
-    _conv_kernel[grid](inp, w, bias, out, out if act is None else act, bias if gate is None else gate, h, wd,
-                       CIN=cin, COUT=cout, CP=triton.next_power_of_2(cout), D=d, EPILOGUE=epilogue,
-                       ACC=_tl(_acc_dtype(inp.dtype)), BLOCK=block)
+    block = _block(inp)
+    _conv_kernel[pixel_grid(inp, block)](inp, w, bias, out, out if act is None else act,
+                                         bias if gate is None else gate, *inp.shape[2:], CIN=cin, COUT=cout,
+                                         CP=triton.next_power_of_2(cout), D=d, EPILOGUE=epilogue,
+                                         ACC=tl_acc_dtype(inp.dtype), BLOCK=block)
     return out
 
 
 def _layer(k: int, inp: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
            epilogue: int, out: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
     """Layer k's forward conv (weights packed in the accumulation dtype) with ``epilogue`` into ``out``."""
-    acc = _acc_dtype(inp.dtype)
+    acc = acc_dtype(inp.dtype)
     cin, cout, d = LAYERS[k]
     return _conv(inp, _packed(_weff(k, weights[k]), acc), biases[k].to(acc), cin, cout, d, epilogue, out,
                  gate=gate)
@@ -174,7 +165,7 @@ def _activations(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torc
     """[h, a0, ..., a_{layers-1}], the activations in the accumulation dtype."""
     acts = [h]
     for k in range(layers):
-        out = h.new_empty((h.shape[0], LAYERS[k][1], h.shape[2], h.shape[3]), dtype=_acc_dtype(h.dtype))
+        out = h.new_empty((h.shape[0], LAYERS[k][1], h.shape[2], h.shape[3]), dtype=acc_dtype(h.dtype))
         acts.append(_layer(k, acts[-1], weights, biases, _RELU, out))
     return acts
 
@@ -182,7 +173,7 @@ def _activations(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torc
 def forward(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
     """Five ReLU layers into intermediate planes, then the sixth with the gate fused into its epilogue."""
     h = h.contiguous()
-    gate = torch.cat([weights[6].flatten(), biases[6]]).to(_acc_dtype(h.dtype))
+    gate = torch.cat([weights[6].flatten(), biases[6]]).to(acc_dtype(h.dtype))
     a4 = _activations(h, weights, biases, 5)[-1]
     return _layer(5, a4, weights, biases, _RELU_GATE, h.new_empty((h.shape[0], 1, *h.shape[2:])), gate=gate)
 
@@ -190,13 +181,12 @@ def forward(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Ten
 def _weight_grad(inp: torch.Tensor, dz: torch.Tensor, cin: int, cout: int,
                  d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(dWeff (cout, cin, 3, 3), db (cout,)) summed over the batch and the image."""
-    b, _, h, wd = inp.shape
-    block = _block(h * wd)
-    grid = (triton.cdiv(h * wd, block), b)
+    block = _block(inp)
+    grid = pixel_grid(inp, block)
     cp = triton.next_power_of_2(cout)
-    part = inp.new_empty((grid[0] * b, cin * 9 + 1, cp), dtype=_acc_dtype(inp.dtype))
-    _weight_grad_kernel[grid](inp, dz, part, h, wd, CIN=cin, COUT=cout, CP=cp, D=d,
-                              ACC=_tl(_acc_dtype(inp.dtype)), BLOCK=block)
+    part = inp.new_empty((grid[0] * grid[1], cin * 9 + 1, cp), dtype=acc_dtype(inp.dtype))
+    _weight_grad_kernel[grid](inp, dz, part, *inp.shape[2:], CIN=cin, COUT=cout, CP=cp, D=d,
+                              ACC=tl_acc_dtype(inp.dtype), BLOCK=block)
     sums = part.sum(0)[:, :cout]
     return sums[:-1].view(cin, 3, 3, cout).permute(3, 0, 1, 2), sums[-1]
 
@@ -205,15 +195,14 @@ def backward(grad: torch.Tensor, h: torch.Tensor, weights: list[torch.Tensor],
              biases: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """dh and the gradients of all seven weights and biases (in their own layouts)."""
     h, grad = h.contiguous(), grad.contiguous()
-    acc = _acc_dtype(h.dtype)
+    acc = acc_dtype(h.dtype)
     acts = _activations(h, weights, biases, 6)
-    b, _, hh, wd = h.shape
-    block = _block(hh * wd)
-    grid = (triton.cdiv(hh * wd, block), b)
-    dz = h.new_empty((b, 3, hh, wd), dtype=acc)
-    part = h.new_empty((grid[0] * b, 4), dtype=acc)
-    _gate_backward_kernel[grid](acts[6], grad, weights[6].flatten().to(acc).contiguous(), dz, part, hh, wd,
-                                ACC=_tl(acc), BLOCK=block)
+    block = _block(h)
+    grid = pixel_grid(h, block)
+    dz = h.new_empty((h.shape[0], 3, *h.shape[2:]), dtype=acc)
+    part = h.new_empty((grid[0] * grid[1], 4), dtype=acc)
+    _gate_backward_kernel[grid](acts[6], grad, weights[6].flatten().to(acc).contiguous(), dz, part, *h.shape[2:],
+                                ACC=tl_acc_dtype(h.dtype), BLOCK=block)
     sums = part.sum(0)
     dweights: list[torch.Tensor] = [None] * 7  # type: ignore[list-item]
     dbiases: list[torch.Tensor] = [None] * 7  # type: ignore[list-item]

@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from din_fast.kernels._layout import acc_dtype, dense, split, strides, tile, tl_acc_dtype
+from din_fast.kernels._layout import (acc_dtype, channel_block, check_grad, dense, split, strides, tile, tile_at,
+                                      tl_acc_dtype)
 from din_fast.ops.dwc_sum import _check
 
 MAX_K = 6
@@ -68,11 +69,8 @@ def _grad_term(gv, x, d, w, off, m, cs, cmask, C, j: tl.constexpr):
 def _backward(g, x0, x1, x2, x3, x4, x5, d0, d1, d2, d3, d4, d5, w, part, C, HW, stride_b, stride_c, stride_p,
               per_split, K: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """part[b, s, j, c] = Σ g·x_j (j < K) and part[b, s, K, c] = Σ g over this split; d_j = w[j] ⊙ g."""
-    b = tl.program_id(0)
-    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b, cs, cmask, base = channel_block(C, stride_b, stride_c, BLOCK_C)
     s = tl.program_id(2)
-    cmask = cs < C
-    base = b.to(tl.int64) * stride_b + cs[:, None].to(tl.int64) * stride_c
     a0 = tl.zeros([BLOCK_C], ACC)
     a1 = tl.zeros([BLOCK_C], ACC)
     a2 = tl.zeros([BLOCK_C], ACC)
@@ -82,9 +80,7 @@ def _backward(g, x0, x1, x2, x3, x4, x5, d0, d1, d2, d3, d4, d5, w, part, C, HW,
     ag = tl.zeros([BLOCK_C], ACC)
     start = s * per_split
     for p0 in range(start, start + per_split, BLOCK_P):
-        ps = p0 + tl.arange(0, BLOCK_P)
-        m = cmask[:, None] & (ps < HW)[None, :]
-        off = base + ps[None, :].to(tl.int64) * stride_p
+        m, off = tile_at(base, cmask, p0, HW, stride_p, BLOCK_P)
         gv = tl.load(g + off, mask=m, other=0.0).to(ACC)
         ag += tl.sum(gv, axis=1)
         a0 += _grad_term(gv, x0, d0, w, off, m, cs, cmask, C, 0)
@@ -142,10 +138,7 @@ def backward(grad: torch.Tensor, inputs: list[torch.Tensor], weight: torch.Tenso
              bias: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """``din_fast::dwc_sum_backward``: (d inputs, d weight, d bias)."""
     _check(inputs, weight, bias)
-    x0 = inputs[0]
-    if grad.shape != x0.shape or grad.dtype != x0.dtype or grad.device != x0.device:
-        raise ValueError(f"grad must have shape {tuple(x0.shape)}, dtype {x0.dtype} and device {x0.device}, "
-                         f"got {tuple(grad.shape)}, {grad.dtype}, {grad.device}")
+    check_grad(grad, inputs[0])
     (g, *xs), fmt = dense([grad, *inputs])
     bsz, c, h, w = g.shape
     block_c, block_p = tile(g)
