@@ -20,9 +20,8 @@ from op_inputs import GRAD_SHAPES, mshf_args, requiring_grad
 INTERPRETED = not torch.cuda.is_available()
 
 # Odd sizes, B > 1, C = 16 and 33; 5×7 is smaller than the largest halo (3). The cpp forward works in
-# blocks of 24 rows, in groups of up to 4 rows i, i + d, … per dilation d, on rows rounded up to whole
-# vectors: 29×37 spans two blocks, its last block (5 rows) leaves groups of 1, 2, 3 and 4 rows, and 37
-# columns are not a whole number of vectors.
+# row blocks (test_row_blocks_and_threads covers their split), in groups of up to 4 rows i, i + d, … per
+# dilation d, on rows rounded up to whole vectors: 37 columns are not a whole number of vectors.
 SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=2, c=33, h=19, w=11), dict(b=1, c=16, h=1, w=9),
           dict(b=2, c=6, h=29, w=37)]
 TRITON_SHAPES = [dict(b=2, c=3, h=5, w=7)]
@@ -41,6 +40,25 @@ def test_forward_and_backward_match_reference(impl, dtype):
         args = mshf_args(generator=g, **shape)
         check_forward("mshf", impl, args, dtype)
         check_backward("mshf", impl, args, dtype, g)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_row_blocks_and_threads(threads):
+    """The cpp forward splits H into row blocks whose count depends on B, H and the thread count (about
+    24 rows, a count that divides evenly over the threads, at least 8 rows). These heights give blocks of
+    8 to 32 rows, uneven last blocks and, per dilation, leftover rows after the full 4-row groups that form
+    groups of 1, 2, 3 and 4 rows (e.g. 22 rows at d = 3: rows 12…21 → groups of 4, 3, 3)."""
+    skip_unless_runs("mshf", "cpp", torch.float32)
+    g = torch.Generator().manual_seed(4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for b, h in [(1, 17), (1, 22), (1, 29), (1, 45), (1, 64), (3, 40)]:
+            args = mshf_args(b=b, c=3, h=h, w=9, generator=g)
+            for dtype in (torch.float64, torch.float32):
+                check_forward("mshf", "cpp", args, dtype)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -1,16 +1,18 @@
 // C++ CPU kernels of `mshf` (DeFiAN's multi-scale Hessian filter; din_fast/ops/mshf.py has the maths).
 //
-// Forward: tasks are (batch, block of kBlockRows output rows). For each channel the block's rows plus a
-// halo of kHalo rows are copied once into a zero-padded tile (width rounded up to whole vectors), and
-// the three scales' nine stencils and λ are evaluated from it; λ accumulates over channels in the
-// task's own buffer, so x is read once (plus the halo rows) and nothing is shared between tasks.
+// Forward: tasks are (batch, block of about kBlockRows output rows; row_blocks picks the count so the
+// tasks split evenly over the threads). Each task zeroes a padded tile once; per channel it copies the
+// block's rows plus a halo of kHalo rows into the tile's interior (the zero border is never written) and
+// evaluates the three scales' nine stencils and λ from it; λ accumulates over channels in the task's own
+// buffer, so x is read once (plus the halo rows) and nothing is shared between tasks.
 // The stencils run in the form u = (gxx + gyy)/2, v = (gxx − gyy)/2, g = gxy (weights combined once per
 // channel), λ = u + sqrt(v² + g²): the same 27 multiply-adds per point, fewer operations after them, and
 // u's chain starts from the channel sum so far. The loop is bound by multiply-add throughput and the
 // loads feeding it, not by the square root (one per 27 FMAs): each step computes a group of 4 output
 // rows i, i + d, i + 2d, i + 3d of one scale (dilation d) for one vector of columns, so the 6 input rows
 // they span are loaded once (18 vector loads for 108 FMAs instead of 36) and the 12 accumulators stay
-// in registers. The vector width follows the CPU (simd.h; AVX-512, AVX2 or baseline, chosen at run time).
+// in registers; the weights are broadcast once per (channel, scale), outside the loops over rows and
+// columns. The vector width follows the CPU (simd.h; AVX-512, AVX2 or baseline, chosen at run time).
 //
 // Backward: tasks are channels (dweight, dbias and dx of a channel belong to one task, so there is no
 // reduction across tasks). Per (batch, channel): recompute g and the derivatives e_kj = ∂λ_k/∂g_kj · grad_k/C
@@ -27,6 +29,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "common.h"
@@ -38,8 +41,10 @@ namespace {
 
 constexpr int64_t kScales = 3;     // dilations 1, 2, 3 (scale s has dilation s + 1)
 constexpr int64_t kHalo = 3;       // the largest dilation: padding every tile carries
-constexpr int64_t kBlockRows = 24; // output rows per forward task: a multiple of 4·d for d = 1, 2, 3
+constexpr int64_t kBlockRows = 24; // output rows per forward task, nominally (a multiple of 4·d, d = 1, 2, 3)
+constexpr int64_t kMinBlockRows = 8;  // thinnest row block the thread split may make
 constexpr int kGroupRows = 4;      // output rows (of one scale) per step of the forward loop
+constexpr int64_t kMargin = 16;    // forward tile columns each side of the image's: aligned copies and centre loads
 constexpr int64_t kWidthMultiple = 16;  // forward tiles are this many columns wide (a multiple of any vector)
 
 template <typename T>
@@ -62,11 +67,11 @@ struct Problem {
 // Width of the forward tiles and accumulators: W rounded up to whole vectors of any ISA.
 inline int64_t forward_width(int64_t W) { return (W + kWidthMultiple - 1) / kWidthMultiple * kWidthMultiple; }
 
-// Rows [r0, r1) of the (H, W) plane into dst (row stride Wv + 2·kHalo with Wv ≥ W: kHalo zero columns,
-// the row, zeros up to Wv + kHalo), zero outside the image.
+// Rows [r0, r1) of the (H, W) plane into dst (row stride W + 2·kHalo: kHalo zero columns each side of
+// the row), zero outside the image.
 template <typename T>
-DIN_FAST_INLINE void pad_rows(const T* plane, int64_t H, int64_t W, int64_t Wv, int64_t r0, int64_t r1, T* dst) {
-  const int64_t stride = Wv + 2 * kHalo;
+DIN_FAST_INLINE void pad_rows(const T* plane, int64_t H, int64_t W, int64_t r0, int64_t r1, T* dst) {
+  const int64_t stride = W + 2 * kHalo;
   for (int64_t r = r0; r < r1; ++r) {
     T* row = dst + (r - r0) * stride;
     if (r < 0 || r >= H) {
@@ -76,6 +81,23 @@ DIN_FAST_INLINE void pad_rows(const T* plane, int64_t H, int64_t W, int64_t Wv, 
     std::fill(row, row + kHalo, T(0));
     std::copy(plane + r * W, plane + (r + 1) * W, row + kHalo);
     std::fill(row + kHalo + W, row + stride, T(0));
+  }
+}
+
+// The image rows of [r0, r1) of the (H, W) plane into their rows of a forward tile (row stride
+// Wv + 2·kMargin, tile row 0 = image row r0, image column 0 at kMargin). The padding (columns outside
+// [0, W), rows outside the image) is zeroed once per task and never written, so per channel only the
+// data moves (vector copies: a library call per row cost ~5% of the forward at 48²).
+template <typename T, int VB>
+DIN_FAST_INLINE void copy_rows(const T* plane, int64_t H, int64_t W, int64_t Wv, int64_t r0, int64_t r1, T* tile) {
+  using S = Simd<T, VB>;
+  const int64_t stride = Wv + 2 * kMargin;
+  for (int64_t r = std::max<int64_t>(r0, 0); r < std::min(r1, H); ++r) {
+    const T* src = plane + r * W;
+    T* dst = tile + (r - r0) * stride + kMargin;
+    int64_t w = 0;
+    for (; w + S::L <= W; w += S::L) S::store(dst + w, S::load(src + w));
+    for (; w < W; ++w) dst[w] = src[w];
   }
 }
 
@@ -107,19 +129,36 @@ struct UvgWeights {
   }
 };
 
+// The (u, v, g) weights of one scale and channel as vectors (every lane the same), built once per
+// lambda_scale call so the broadcasts stay out of its loops.
+template <typename T, int VB>
+struct UvgVectors {
+  using S = Simd<T, VB>;
+  typename S::V u[9], v[9], g[9], bias_v, bias_g;
+  explicit DIN_FAST_INLINE UvgVectors(const UvgWeights<T>& k) {
+    for (int t = 0; t < 9; ++t) {
+      u[t] = S::splat(k.u[t]);
+      v[t] = S::splat(k.v[t]);
+      g[t] = S::splat(k.g[t]);
+    }
+    bias_v = S::splat(k.bias_v);
+    bias_g = S::splat(k.bias_g);
+  }
+};
+
 // a[m·d·as] += u + sqrt(v² + g²) (without u's bias) for output rows m = 0 … NR−1 of a row group (rows
 // i + m·d) and one vector of columns; t points at tile row i, column x (row stride rs). Tile row i + (k−1)·d
 // is tap row p = k − m of output row m, so each of the NR + 2 input rows is loaded once.
 template <typename T, int VB, int D, int NR>
-DIN_FAST_INLINE void lambda_group(const T* t, int64_t rs, const UvgWeights<T>& k, T* a, int64_t as) {
+DIN_FAST_INLINE void lambda_group(const T* t, int64_t rs, const UvgVectors<T, VB>& k, T* a, int64_t as) {
   using S = Simd<T, VB>;
   using V = typename S::V;
   V u[NR], v[NR], g[NR];
 #pragma GCC unroll 4
   for (int m = 0; m < NR; ++m) {
     u[m] = S::load(a + m * D * as);
-    v[m] = S::splat(k.bias_v);
-    g[m] = S::splat(k.bias_g);
+    v[m] = k.bias_v;
+    g[m] = k.bias_g;
   }
 #pragma GCC unroll 6
   for (int r = 0; r < NR + 2; ++r) {
@@ -141,40 +180,50 @@ DIN_FAST_INLINE void lambda_group(const T* t, int64_t rs, const UvgWeights<T>& k
   for (int m = 0; m < NR; ++m) S::store(a + m * D * as, u[m] + S::sqrt(v[m] * v[m] + g[m] * g[m]));
 }
 
-// One scale (dilation D) of one channel over the tile's rows [0, rows): row groups i, i + D, … of up to
-// kGroupRows rows, for every vector of columns in [0, Wv). acc has row stride Wv.
-template <typename T, int VB, int D>
-DIN_FAST_INLINE void lambda_scale(const T* tile, int64_t Wv, int64_t rows, const UvgWeights<T>& k, T* acc) {
+// Row groups of NR rows i, i + D, … for i in [i0, i1), every vector of columns in [0, Wv).
+template <typename T, int VB, int D, int NR>
+DIN_FAST_INLINE void lambda_groups(const T* tile, int64_t Wv, int64_t i0, int64_t i1, const UvgVectors<T, VB>& k,
+                                   T* acc) {
   constexpr int L = Simd<T, VB>::L;
-  const int64_t rs = Wv + 2 * kHalo;
-  for (int64_t i0 = 0; i0 < rows; i0 += kGroupRows * D) {
-    for (int64_t i = i0; i < std::min(i0 + D, rows); ++i) {
-      const T* t = tile + (i + kHalo) * rs + kHalo;
-      T* a = acc + i * Wv;
-      const int64_t n = std::min<int64_t>(kGroupRows, (rows - 1 - i) / D + 1);
-      for (int64_t x = 0; x < Wv; x += L) {
-        switch (n) {
-          case 1: lambda_group<T, VB, D, 1>(t + x, rs, k, a + x, Wv); break;
-          case 2: lambda_group<T, VB, D, 2>(t + x, rs, k, a + x, Wv); break;
-          case 3: lambda_group<T, VB, D, 3>(t + x, rs, k, a + x, Wv); break;
-          default: lambda_group<T, VB, D, kGroupRows>(t + x, rs, k, a + x, Wv);
-        }
-      }
+  const int64_t rs = Wv + 2 * kMargin;
+  for (int64_t i = i0; i < i1; ++i) {
+    const T* t = tile + (i + kHalo) * rs + kMargin;
+    T* a = acc + i * Wv;
+    for (int64_t x = 0; x < Wv; x += L) lambda_group<T, VB, D, NR>(t + x, rs, k, a + x, Wv);
+  }
+}
+
+// One scale (dilation D) of one channel over the tile's rows [0, rows): bands of kGroupRows·D rows are
+// D full groups each; the rows after the last full band form groups of fewer rows. acc has row stride Wv.
+template <typename T, int VB, int D>
+DIN_FAST_INLINE void lambda_scale(const T* tile, int64_t Wv, int64_t rows, const UvgWeights<T>& w, T* acc) {
+  const UvgVectors<T, VB> k(w);
+  constexpr int64_t band = kGroupRows * D;
+  const int64_t full = rows / band * band;
+  for (int64_t i0 = 0; i0 < full; i0 += band) lambda_groups<T, VB, D, kGroupRows>(tile, Wv, i0, i0 + D, k, acc);
+  // Rows [full, rows): fewer than kGroupRows·D, so the group starting at row i has (rows − 1 − i)/D + 1 ≤ 4 rows.
+  for (int64_t i = full; i < std::min(full + D, rows); ++i) {
+    switch ((rows - 1 - i) / D + 1) {
+      case 1: lambda_groups<T, VB, D, 1>(tile, Wv, i, i + 1, k, acc); break;
+      case 2: lambda_groups<T, VB, D, 2>(tile, Wv, i, i + 1, k, acc); break;
+      case 3: lambda_groups<T, VB, D, 3>(tile, Wv, i, i + 1, k, acc); break;
+      default: lambda_groups<T, VB, D, kGroupRows>(tile, Wv, i, i + 1, k, acc);
     }
   }
 }
 
 // One forward task: λ summed over channels for output rows [h0, h1) of batch b, then divided by C.
-// tile: (kBlockRows + 2·kHalo) rows of Wv + 2·kHalo; acc: kScales · kBlockRows rows of Wv (Wv = W rounded
-// up to kWidthMultiple).
+// tile: (h1 − h0 + 2·kHalo) rows of Wv + 2·kMargin, 64-byte aligned; acc: kScales · (h1 − h0) rows of Wv
+// (Wv = W rounded up to kWidthMultiple).
 template <typename T, int VB>
 DIN_FAST_INLINE void forward_task_impl(const Problem<T>& p, int64_t b, int64_t h0, int64_t h1, T* tile, T* acc,
                                        T* out) {
   const int64_t W = p.W, Wv = forward_width(W), rows = h1 - h0, plane = p.H * W;
   std::fill(acc, acc + kScales * rows * Wv, T(0));
+  std::fill(tile, tile + (rows + 2 * kHalo) * (Wv + 2 * kMargin), T(0));
   T bias_u[kScales] = {0};
   for (int64_t c = 0; c < p.C; ++c) {
-    pad_rows(p.x + (b * p.C + c) * plane, p.H, W, Wv, h0 - kHalo, h1 + kHalo, tile);
+    copy_rows<T, VB>(p.x + (b * p.C + c) * plane, p.H, W, Wv, h0 - kHalo, h1 + kHalo, tile);
     for (int64_t s = 0; s < kScales; ++s) {
       const UvgWeights<T> k(p, s, c);
       bias_u[s] += k.bias_u;
@@ -267,7 +316,7 @@ DIN_FAST_INLINE void backward_channel_impl(const Problem<T>& p, const T* grad, i
   auto e_at = [&](int64_t s, int64_t j) { return e + (s * 3 + j) * padded_plane + kHalo * stride + kHalo; };
   const T* x0 = xp + kHalo * stride + kHalo;
   for (int64_t b = 0; b < p.B; ++b) {
-    pad_rows(p.x + (b * p.C + c) * plane, H, W, W, -kHalo, H + kHalo, xp);
+    pad_rows(p.x + (b * p.C + c) * plane, H, W, -kHalo, H + kHalo, xp);
     for (int64_t s = 0; s < kScales; ++s) {
       const int64_t d = s + 1;
       T* exx = e_at(s, 0);
@@ -377,21 +426,33 @@ Problem<T> problem(const at::Tensor& x, const at::Tensor& weight, const at::Tens
   return {x.data_ptr<T>(), weight.data_ptr<T>(), bias.data_ptr<T>(), x.size(0), x.size(1), x.size(2), x.size(3)};
 }
 
+// Row blocks per image: about kBlockRows rows each, their count a multiple of what makes B · blocks
+// divisible by the thread count (so at B = 1 two threads get equal halves, not 2 blocks against 1),
+// but blocks of at least kMinBlockRows rows (thinner ones reload too much halo per row).
+int64_t row_blocks(int64_t B, int64_t H, int64_t threads) {
+  const int64_t m = threads / std::gcd(B, threads);
+  const int64_t blocks = std::max<int64_t>(1, (H + kBlockRows * m / 2) / (kBlockRows * m)) * m;
+  return std::min(blocks, std::max<int64_t>(1, H / kMinBlockRows));
+}
+
 at::Tensor mshf_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in) {
   check_args(x_in, weight_in, bias_in);
   const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), bias = bias_in.contiguous();
   at::Tensor out = at::empty({x.size(0), kScales, x.size(2), x.size(3)}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mshf_cpu", [&] {
     const Problem<scalar_t> p = problem<scalar_t>(x, weight, bias);
-    const int64_t blocks = (p.H + kBlockRows - 1) / kBlockRows, Wv = forward_width(p.W);
+    const int64_t blocks = row_blocks(p.B, p.H, at::get_num_threads()), rows = (p.H + blocks - 1) / blocks;
+    const int64_t Wv = forward_width(p.W);
     const ForwardTask<scalar_t> task_fn = forward_task<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, p.B * blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> tile((kBlockRows + 2 * kHalo) * (Wv + 2 * kHalo));
-      std::vector<scalar_t> acc(kScales * kBlockRows * Wv);
+      // The tile 64-byte aligned (row stride and kMargin are multiples of 64 bytes): aligned row copies.
+      std::vector<scalar_t> tile_mem((rows + 2 * kHalo) * (Wv + 2 * kMargin) + 64 / sizeof(scalar_t));
+      scalar_t* tile = reinterpret_cast<scalar_t*>((reinterpret_cast<uintptr_t>(tile_mem.data()) + 63) & ~uintptr_t(63));
+      std::vector<scalar_t> acc(kScales * rows * Wv);
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / blocks, h0 = (task % blocks) * kBlockRows;
-        task_fn(p, b, h0, std::min(p.H, h0 + kBlockRows), tile.data(), acc.data(), o);
+        const int64_t b = task / blocks, h0 = (task % blocks) * rows;
+        if (h0 < p.H) task_fn(p, b, h0, std::min(p.H, h0 + rows), tile, acc.data(), o);  // (rounding may leave none)
       }
     });
   });
