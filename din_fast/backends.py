@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ContextDecorator
 
 import torch
 
@@ -53,15 +52,22 @@ def set_backend(name: str) -> None:
     _current = _validated(name)
 
 
-@contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    """Run the body with backend ``name``, then restore the previous one."""
-    previous = get_backend()
-    set_backend(name)
-    try:
-        yield
-    finally:
-        set_backend(previous)
+class use_backend(ContextDecorator):  # noqa: N801 (used like the function it replaced)
+    """Run the body with backend ``name``, then restore the previous one (a context manager, or a
+    decorator). A class rather than a ``@contextmanager`` generator: it is entered around single op
+    calls (benchmarks), where the generator's machinery cost more than a small kernel."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._previous: list[str] = []  # a stack, so one instance may be entered again while active
+
+    def __enter__(self) -> None:
+        previous = get_backend()
+        set_backend(self.name)
+        self._previous.append(previous)
+
+    def __exit__(self, *exc: object) -> None:
+        set_backend(self._previous.pop())
 
 
 def op_names() -> list[str]:

@@ -120,14 +120,14 @@ DIN_FAST_INLINE void forward_rows_impl(const Sum<T>& s, int64_t r0, int64_t r1) 
   }
 }
 
-DIN_FAST_MULTIVERSION void forward_planes(const Sum<float>& s, int64_t bc0, int64_t bc1) {
+DIN_FAST_MULTIVERSION_256 void forward_planes(const Sum<float>& s, int64_t bc0, int64_t bc1) {
   forward_planes_impl(s, bc0, bc1);
 }
-DIN_FAST_MULTIVERSION void forward_planes(const Sum<double>& s, int64_t bc0, int64_t bc1) {
+DIN_FAST_MULTIVERSION_256 void forward_planes(const Sum<double>& s, int64_t bc0, int64_t bc1) {
   forward_planes_impl(s, bc0, bc1);
 }
-DIN_FAST_MULTIVERSION void forward_rows(const Sum<float>& s, int64_t r0, int64_t r1) { forward_rows_impl(s, r0, r1); }
-DIN_FAST_MULTIVERSION void forward_rows(const Sum<double>& s, int64_t r0, int64_t r1) { forward_rows_impl(s, r0, r1); }
+DIN_FAST_MULTIVERSION_256 void forward_rows(const Sum<float>& s, int64_t r0, int64_t r1) { forward_rows_impl(s, r0, r1); }
+DIN_FAST_MULTIVERSION_256 void forward_rows(const Sum<double>& s, int64_t r0, int64_t r1) { forward_rows_impl(s, r0, r1); }
 
 // ---- backward --------------------------------------------------------------------------------------
 

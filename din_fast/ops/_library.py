@@ -140,7 +140,7 @@ class _EagerAutograd(torch.autograd.Function):
         args = _unflatten(tensors, spec)
         ctx.fused, ctx.impl, ctx.spec = fused, impl, spec
         ctx.save_for_backward(*tensors)
-        return fused._run_forward(impl, args)
+        return fused._run_forward(impl, args, tensors[0])
 
     @staticmethod
     def _grads(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
@@ -242,27 +242,27 @@ class FusedOp:
                 x = tensors[0]
                 impl = backends.resolve(self.name, x.device, x.dtype)
                 if impl in _KERNEL_CHECKED:
-                    return self._eager(impl, args, tensors, spec)
+                    return self._eager(impl, args, x, tensors, spec)
             except Exception:
                 self.check(*args)  # raises the Python check's error if an argument is bad
                 raise
         self.check(*args)
+        x = tensors[0]
         if impl is None:
-            x = tensors[0]
             impl = backends.resolve(self.name, x.device, x.dtype)
         if impl == "reference":
             return self.reference(*args)
         if not plain:
             return self._call_checked(self.op, args)
-        return self._eager(impl, args, tensors, spec)
+        return self._eager(impl, args, x, tensors, spec)
 
-    def _eager(self, impl: str, args: Sequence[Any], tensors: Sequence[torch.Tensor],
+    def _eager(self, impl: str, args: Sequence[Any], x: torch.Tensor, tensors: Sequence[torch.Tensor],
                spec: list[int | None]) -> torch.Tensor:
         """The eager fast path: implementation ``impl`` called directly, with one autograd node when a
         gradient is needed."""
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _EagerAutograd.apply(self, impl, spec, *tensors)
-        return self._run_forward(impl, args)
+        return self._run_forward(impl, args, x)
 
     @staticmethod
     def _call_checked(op: Callable[..., Any], args: Sequence[Any]) -> Any:
@@ -308,9 +308,10 @@ class FusedOp:
             return module.backward if backward else module.forward
         raise ValueError(f"unknown implementation {impl!r}")
 
-    def _run_forward(self, impl: str, args: Sequence[Any]) -> torch.Tensor:
-        """Implementation ``impl`` on checked ``args``; the output in the first input's memory format."""
-        return _formatted(self.implementation(impl, backward=False)(*args), _first_tensor(args))
+    def _run_forward(self, impl: str, args: Sequence[Any], x: torch.Tensor) -> torch.Tensor:
+        """Implementation ``impl`` on checked ``args``; the output in the memory format of their first
+        tensor ``x``."""
+        return _formatted(self.implementation(impl, backward=False)(*args), x)
 
     def _run_backward(self, impl: str, grad: torch.Tensor, args: Sequence[Any]) -> tuple[Any, ...]:
         """Backward implementation ``impl`` on checked ``args``; each gradient in its input's format."""
@@ -321,7 +322,7 @@ class FusedOp:
     def _route_forward(self, *args: Any) -> torch.Tensor:
         self._check_unless_checked(args)
         x = _first_tensor(args)
-        return self._run_forward(backends.resolve(self.name, x.device, x.dtype), args)
+        return self._run_forward(backends.resolve(self.name, x.device, x.dtype), args, x)
 
     def _route_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
         self._check_unless_checked(args)
