@@ -107,8 +107,9 @@ namespace din_fast {
 // e[i] <- exp(e[i] - shift) for i < n (every e[i] <= shift), returning the sum: the softmax numerators
 // of one row. Explicit AVX-512 / AVX2 code of exp_nonpositive's algorithm (GCC does not vectorise the
 // inlined scalar form reliably); the remainder runs the scalar form.
-inline float exp_shift_sum_scalar(float* e, int64_t from, int64_t n, float shift) {
-  float sum = 0;
+template <typename T>
+inline T exp_shift_sum_scalar(T* e, int64_t from, int64_t n, T shift) {
+  T sum = 0;
   for (int64_t i = from; i < n; ++i) {
     e[i] = exp_nonpositive(e[i] - shift);
     sum += e[i];
@@ -182,12 +183,7 @@ inline __attribute__((always_inline)) float exp_shift_sum(float* e, int64_t n, f
 
 template <Isa I>
 inline __attribute__((always_inline)) double exp_shift_sum(double* e, int64_t n, double shift) {
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    e[i] = std::exp(e[i] - shift);
-    sum += e[i];
-  }
-  return sum;
+  return exp_shift_sum_scalar(e, 0, n, shift);
 }
 
 }  // namespace din_fast

@@ -30,6 +30,16 @@ _DEFAULT_GPU_PREFERENCE = ("cuda", "triton")
 _CPP_DTYPES = (torch.float32, torch.float64)
 _GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+# The implementations compiled into din_fast._C: the device type they run on, the dispatch key their
+# kernels (``_<op>_<impl>``) are registered under, their dtypes, and what is said when an op has no
+# kernel or the dtype is not among them.
+_COMPILED = {
+    "cpp": ("cpu", "CPU", _CPP_DTYPES, "din_fast._C has no C++ CPU kernel for {op}",
+            "the cpp implementation supports float32 and float64, not {dtype}"),
+    "cuda": ("cuda", "CUDA", _GPU_DTYPES, "din_fast._C was built without a CUDA kernel for {op}",
+             "the cuda implementation does not support {dtype}"),
+}
+
 
 def _validated(name: str) -> str:
     if name not in BACKENDS:
@@ -89,30 +99,25 @@ def _triton_usable(device_type: str) -> str | None:
     return None
 
 
+def _compiled_reason(op: str, impl: str, device_type: str, dtype: torch.dtype) -> str | None:
+    device, key, dtypes, no_kernel, bad_dtype = _COMPILED[impl]
+    if device_type != device:
+        return f"the {impl} implementation runs on {key} tensors"
+    if not _extension.has_ops():
+        return f"din_fast._C is not loaded ({_extension.load_error()})"
+    if not _has_kernel(f"_{op}_{impl}", key):
+        return no_kernel.format(op=op)
+    if dtype not in dtypes:
+        return bad_dtype.format(dtype=dtype)
+    return None
+
+
 def unavailable_reason(op: str, impl: str, device_type: str, dtype: torch.dtype) -> str | None:
     """None if implementation ``impl`` of ``op`` can run on (device_type, dtype), else the reason."""
     if impl == "reference":
         return None
-    if impl == "cpp":
-        if device_type != "cpu":
-            return "the cpp implementation runs on CPU tensors"
-        if not _extension.has_ops():
-            return f"din_fast._C is not loaded ({_extension.load_error()})"
-        if not _has_kernel(f"_{op}_cpp", "CPU"):
-            return f"din_fast._C has no C++ CPU kernel for {op}"
-        if dtype not in _CPP_DTYPES:
-            return f"the cpp implementation supports float32 and float64, not {dtype}"
-        return None
-    if impl == "cuda":
-        if device_type != "cuda":
-            return "the cuda implementation runs on CUDA tensors"
-        if not _extension.has_ops():
-            return f"din_fast._C is not loaded ({_extension.load_error()})"
-        if not _has_kernel(f"_{op}_cuda", "CUDA"):
-            return f"din_fast._C was built without a CUDA kernel for {op}"
-        if dtype not in _GPU_DTYPES:
-            return f"the cuda implementation does not support {dtype}"
-        return None
+    if impl in _COMPILED:
+        return _compiled_reason(op, impl, device_type, dtype)
     if impl == "triton":
         reason = _triton_usable(device_type)
         if reason is not None:
