@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from din_fast import allocator
+
+    allocator.keep_freed_memory()  # large feature maps are reused instead of page-faulted again
     try:
         return args.func(args)
     except KeyboardInterrupt:
