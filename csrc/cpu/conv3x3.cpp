@@ -45,6 +45,7 @@ constexpr int64_t kElems = kWin * kWin;
 // to a multiple of kVec, so those loops have no scalar remainder. Junk tiles cost ~1/(nw+1) of the
 // GEMMs; their outputs are dropped and their gradients are exactly zero.
 constexpr int64_t kVec = 16;
+constexpr int64_t vec_tiles(int64_t tiles) { return (tiles + kVec - 1) / kVec * kVec; }
 
 // C planes per image are transformed, into/from channels c0 .. c0 + C of a (36, ld, T) Winograd-domain
 // buffer (a dense block keeps all its features in one such buffer).
@@ -54,7 +55,7 @@ struct Geometry {
       : B(b), C(c), H(h), W(w), nh((h + kOut - 1) / kOut), nw((w + kOut - 1) / kOut), ld(ld_ < 0 ? c : ld_),
         c0(c0_) {}
   int64_t row() const { return kOut * (nw + 1); }  // work-buffer row length (>= 4nw + 2)
-  int64_t plane_tiles() const { return (nh * (nw + 1) + kVec - 1) / kVec * kVec; }  // junk included
+  int64_t plane_tiles() const { return vec_tiles(nh * (nw + 1)); }  // junk included
   int64_t tiles() const { return B * plane_tiles(); }  // T, the GEMMs' N
 };
 
@@ -585,7 +586,7 @@ struct Strips {
     int64_t best = -1;
     for (int64_t r = 1; r <= most; ++r) {
       const int64_t strips = g.B * ((g.nh + r - 1) / r);
-      const int64_t cost = (strips + threads - 1) / threads * ((r * per_row + kVec - 1) / kVec * kVec + 32);
+      const int64_t cost = (strips + threads - 1) / threads * (vec_tiles(r * per_row) + 32);
       if (best < 0 || cost <= best) best = cost, rows = r;
     }
     if (const char* forced = std::getenv("DIN_FAST_CONV3X3_STRIP_ROWS")) {  // tests: any strip height
@@ -593,12 +594,12 @@ struct Strips {
     }
     per_image = (g.nh + rows - 1) / rows;
     count = g.B * per_image;
-    max_n = (rows * per_row + kVec - 1) / kVec * kVec;
+    max_n = vec_tiles(rows * per_row);
   }
   int64_t image(int64_t j) const { return j / per_image; }
   Strip at(const Geometry& g, int64_t j) const {
     const int64_t th0 = (j % per_image) * rows, th1 = std::min(th0 + rows, g.nh);
-    const int64_t n = ((th1 - th0) * (g.nw + 1) + kVec - 1) / kVec * kVec;
+    const int64_t n = vec_tiles((th1 - th0) * (g.nw + 1));
     return {th0, th1, n, n};
   }
 };
