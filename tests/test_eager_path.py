@@ -75,6 +75,24 @@ def test_fast_path_without_grad_builds_no_graph():
         assert not din_fast.ops.dwc_sum(*leaves).requires_grad
 
 
+def test_fast_path_follows_backend_switches():
+    """The fast path's per-(device, dtype, backend) route cache: after a cpp call, switching the backend
+    switches the implementation (the reference builds a plain autograd graph), and back again."""
+    _skip_unless_cpp("dwc_sum")
+    leaves = requiring_grad(ARGS["dwc_sum"]())
+
+    def node():
+        return type(din_fast.ops.dwc_sum(*leaves).grad_fn).__name__
+
+    assert "EagerAutograd" in node()
+    with din_fast.use_backend("reference"):
+        assert "EagerAutograd" not in node()
+    assert "EagerAutograd" in node()
+    with din_fast.use_backend("cuda"), pytest.raises(RuntimeError, match="cannot run dwc_sum"):
+        din_fast.ops.dwc_sum(*leaves)  # explicit backend that cannot run here: raises every time
+    assert "EagerAutograd" in node()
+
+
 def test_fast_path_refuses_double_backward():
     """create_graph=True still gives the first-order gradients; differentiating them again raises."""
     _skip_unless_cpp("dwc_sum")

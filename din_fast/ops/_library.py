@@ -184,6 +184,7 @@ class FusedOp:
         self.reference = reference
         self.check = check
         self._implementations: dict[tuple[str, bool], Callable[..., Any]] = {}
+        self._eager_routes: dict[tuple[torch.device, torch.dtype, str], tuple[str, Callable[..., Any]]] = {}
         self.output_shape = output_shape
         arg_types = [p.strip().split(" ")[0] for p in params.split(",")]
         grad_types = ", ".join("Tensor[]" if t == "Tensor[]" else "Tensor" for t in arg_types)
@@ -235,34 +236,43 @@ class FusedOp:
             if first is not None and torch.is_autocast_enabled(first.device.type):  # (no tensor: check says so)
                 args = _autocast_args(args, first.device.type)
                 tensors = _flatten(args)[0]
-        plain = _eager_plain(tensors)
-        impl = None
-        if plain:
+        if _eager_plain(tensors):
             try:
                 x = tensors[0]
-                impl = backends.resolve(self.name, x.device, x.dtype)
+                impl, forward = self._eager_route(x)
                 if impl in _KERNEL_CHECKED:
-                    return self._eager(impl, args, x, tensors, spec)
+                    return self._eager(impl, forward, args, x, tensors, spec)
             except Exception:
                 self.check(*args)  # raises the Python check's error if an argument is bad
                 raise
+            self.check(*args)
+            if impl == "reference":
+                return self.reference(*args)
+            return self._eager(impl, forward, args, x, tensors, spec)
         self.check(*args)
         x = tensors[0]
-        if impl is None:
-            impl = backends.resolve(self.name, x.device, x.dtype)
-        if impl == "reference":
+        if backends.resolve(self.name, x.device, x.dtype) == "reference":
             return self.reference(*args)
-        if not plain:
-            return self._call_checked(self.op, args)
-        return self._eager(impl, args, x, tensors, spec)
+        return self._call_checked(self.op, args)
 
-    def _eager(self, impl: str, args: Sequence[Any], x: torch.Tensor, tensors: Sequence[torch.Tensor],
-               spec: list[int | None]) -> torch.Tensor:
-        """The eager fast path: implementation ``impl`` called directly, with one autograd node when a
-        gradient is needed."""
+    def _eager_route(self, x: torch.Tensor) -> tuple[str, Callable[..., Any]]:
+        """(implementation, forward callable) for tensors like ``x`` under the current backend, cached
+        per (device, dtype, backend): ``backends.resolve`` caches its answer too, but computing its key
+        (``device.type``) and finding the callable cost as much as a small kernel."""
+        key = (x.device, x.dtype, backends.get_backend())
+        route = self._eager_routes.get(key)
+        if route is None:  # resolve raises (nothing cached) when an explicit backend cannot run here
+            impl = backends.resolve(self.name, x.device, x.dtype)
+            route = self._eager_routes[key] = (impl, self.implementation(impl, backward=False))
+        return route
+
+    def _eager(self, impl: str, forward: Callable[..., Any], args: Sequence[Any], x: torch.Tensor,
+               tensors: Sequence[torch.Tensor], spec: list[int | None]) -> torch.Tensor:
+        """The eager fast path: implementation ``impl`` (whose forward is ``forward``) called directly,
+        with one autograd node when a gradient is needed; the output in ``x``'s memory format."""
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _EagerAutograd.apply(self, impl, spec, *tensors)
-        return self._run_forward(impl, args, x)
+        return _formatted(forward(*args), x)
 
     @staticmethod
     def _call_checked(op: Callable[..., Any], args: Sequence[Any]) -> Any:
