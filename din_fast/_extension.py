@@ -1,8 +1,9 @@
 """Loading of the compiled extension ``din_fast._C``.
 
 The extension *registers* kernels (C++ CPU, C++/CUDA) on ops whose schemas are defined in Python;
-its only Python function, ``cpu_isa()``, names the instruction set its CPU kernels run with. A failed load is not fatal — every op still has its
-reference implementation — but the error is kept and shown by ``din-fast info``.
+its only Python function, ``cpu_isa()``, names the instruction set its CPU kernels run with. A failed
+load is not fatal — every op still has its reference implementation — but the error is kept and shown
+by ``din-fast info``.
 """
 
 from __future__ import annotations

@@ -572,9 +572,9 @@ void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
 
 // How the op cuts B images into strips of `rows` tile rows (an image's last strip may be shorter).
 struct Strips {
-  int64_t rows, per_image, count, max_n;
-  Strips(const Geometry& g, int64_t cin, int64_t cout, int64_t elem_size) {
-    const int64_t per_row = g.nw + 1, threads = at::get_num_threads();
+  int64_t nh, per_row, rows, per_image, count, max_n;  // per_row: tiles per tile row (junk included)
+  Strips(const Geometry& g, int64_t cin, int64_t cout, int64_t elem_size) : nh(g.nh), per_row(g.nw + 1) {
+    const int64_t threads = at::get_num_threads();
     // At most the tile rows whose V and M fit ~2 MiB (at least 64 tiles: the GEMMs lose efficiency below
     // N ≈ 100, N = 16 runs at ~30 % of the large-N rate).
     const int64_t budget = std::max<int64_t>((int64_t(2) << 20) / (kElems * elem_size * (cin + cout)), 64);
@@ -597,12 +597,18 @@ struct Strips {
     max_n = vec_tiles(rows * per_row);
   }
   int64_t image(int64_t j) const { return j / per_image; }
-  Strip at(const Geometry& g, int64_t j) const {
-    const int64_t th0 = (j % per_image) * rows, th1 = std::min(th0 + rows, g.nh);
-    const int64_t n = vec_tiles((th1 - th0) * (g.nw + 1));
+  Strip at(int64_t j) const {
+    const int64_t th0 = (j % per_image) * rows, th1 = std::min(th0 + rows, nh);
+    const int64_t n = vec_tiles((th1 - th0) * per_row);
     return {th0, th1, n, n};
   }
 };
+
+// V (36, C, s.n) for strip s of image b of x: every channel's input transform.
+template <typename T>
+void input_strip(const Geometry& g, const Strip& s, Planes<const T> x, int64_t b, Scratch<T>& w, T* V) {
+  for (int64_t c = 0; c < g.C; ++c) input_plane(g, s, x.plane(b, c), x.sh, w.P.data(), w.rows6.data(), V, c, 0);
+}
 
 // A buffer of this thread's that outlives the call (grow-only): a fresh multi-megabyte allocation per
 // call is mmapped and page-faulted again each time, which cost 2x the arithmetic at 96x96 (measured).
@@ -629,9 +635,9 @@ void conv3x3_strips(const Geometry& gx, const Geometry& gy, Planes<const T> x, c
     T* V = thread_buffer<T, 0>(kElems * gx.C * strips.max_n);
     T* M = thread_buffer<T, 1>(kElems * gy.C * strips.max_n);
     for (int64_t j = begin; j < end; ++j) {
-      const Strip s = strips.at(gx, j);
+      const Strip s = strips.at(j);
       const int64_t b = strips.image(j);
-      for (int64_t c = 0; c < gx.C; ++c) input_plane(gx, s, x.plane(b, c), x.sh, w.P.data(), w.rows6.data(), V, c, 0);
+      input_strip(gx, s, x, b, w, V);
       at::Tensor Mt = strip_matrix(M, gy.C, s.n, opts);
       at::bmm_out(Mt, U, strip_matrix(V, gx.C, s.n, opts));
       for (int64_t co = 0; co < gy.C; ++co)
@@ -658,11 +664,11 @@ void conv3x3_backward_strips(const Geometry& gx, const Geometry& gy, Planes<cons
     T* dV = thread_buffer<T, 2>(kElems * gx.C * strips.max_n);
     at::Tensor& acc = dU_parts[at::get_thread_num()];
     for (int64_t j = begin; j < end; ++j) {
-      const Strip s = strips.at(gx, j);
+      const Strip s = strips.at(j);
       const int64_t b = strips.image(j);
       for (int64_t co = 0; co < gy.C; ++co)
         output_adjoint_plane(gy, s, dy.plane(b, co), dy.sh, w.zeros.data(), w.rows6.data(), dM, co, 0);
-      for (int64_t c = 0; c < gx.C; ++c) input_plane(gx, s, x.plane(b, c), x.sh, w.P.data(), w.rows6.data(), V, c, 0);
+      input_strip(gx, s, x, b, w, V);
       const at::Tensor dMt = strip_matrix(dM, gy.C, s.n, opts), Vt = strip_matrix(V, gx.C, s.n, opts);
       if (acc.defined()) {
         acc.baddbmm_(dMt, Vt.transpose(1, 2));
@@ -680,7 +686,7 @@ void conv3x3_backward_strips(const Geometry& gx, const Geometry& gy, Planes<cons
   at::parallel_for(0, strips.count * gx.C, 16, [&](int64_t begin, int64_t end) {
     for (int64_t jc = begin; jc < end; ++jc) {
       const int64_t j = jc / gx.C, c = jc % gx.C;
-      const Strip s = strips.at(gx, j);
+      const Strip s = strips.at(j);
       if (s.th1 == gx.nh) continue;
       const T* lo = edges.data() + jc * 4 * gx.W + 2 * gx.W;
       const T* hi = edges.data() + (jc + gx.C) * 4 * gx.W;
