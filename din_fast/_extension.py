@@ -1,7 +1,9 @@
 """Loading of the compiled extension ``din_fast._C``.
 
 The extension *registers* kernels (C++ CPU, C++/CUDA) on ops whose schemas are defined in Python;
-its only Python function, ``cpu_isa()``, names the instruction set its CPU kernels run with. A failed
+its Python functions: ``cpu_isa()`` names the instruction set its CPU kernels run with;
+``eager_kernels()`` and ``eager_call()`` are FusedOp's eager fast path for the C++ implementations
+(din_fast/ops/_library.py, csrc/eager_autograd.cpp). A failed
 load is not fatal — every op still has its reference implementation — but the error is kept and shown
 by ``din-fast info``.
 """
@@ -9,8 +11,10 @@ by ``din-fast info``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 _LOADED = False
+_C: Any = None
 _ERROR: str | None = None
 _PATH: str | None = None
 
@@ -20,12 +24,17 @@ else:
     try:
         import torch  # noqa: F401  (_C links against libc10/libtorch, which importing torch loads first)
 
-        from din_fast import _C  # noqa: F401  (import runs the static kernel registrations)
+        from din_fast import _C  # import runs the static kernel registrations
 
         _LOADED = True
         _PATH = getattr(_C, "__file__", None)
     except ImportError as exc:  # not built (DIN_FAST_SKIP_EXT=1, pure-Python install) or ABI mismatch
         _ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def module() -> Any:
+    """The extension module ``din_fast._C`` (None when it is not loaded)."""
+    return _C if _LOADED else None
 
 
 def has_ops() -> bool:

@@ -17,11 +17,14 @@ reference forward (``torch.func.vjp``). Double backward is not supported.
 
 Eager fast path: ``din_fast.ops.<name>`` (``FusedOp.__call__``) on plain tensors, outside
 ``torch.compile``, dispatch modes, functorch transforms and JIT tracing, calls the implementation
-directly (under ``no_grad``) or through one ``torch.autograd.Function`` (when a gradient is needed),
-instead of going through the dispatcher's Python autograd kernel and the router. Same checks, same
-implementation, same memory-format normalisation; it only skips the generic machinery (pytree
-flattening, redispatch, a second resolve), which costs more than the kernel at DIN's small shapes.
-Everything else (``torch.ops.din_fast.<name>``, fake/functional tensors, tracing) takes the dispatcher.
+directly (under ``no_grad``) or through one autograd node (when a gradient is needed), instead of
+going through the dispatcher's Python autograd kernel and the router. For the C++ implementations
+(cpp, cuda) both are one call into ``din_fast._C.eager_call`` (csrc/eager_autograd.cpp: a C++ autograd
+node, whose backward runs without Python); for the others the node is ``_EagerAutograd``, a
+``torch.autograd.Function``. Same checks, same implementation, same memory-format normalisation; it
+only skips the generic machinery (pytree flattening, redispatch, a second resolve), which costs more
+than the kernel at DIN's small shapes. Everything else (``torch.ops.din_fast.<name>``,
+fake/functional tensors, tracing) takes the dispatcher.
 
 Memory-format contract (what fake kernels promise, so ``torch.compile`` sees the real strides): the
 forward output has the format of the first tensor argument (channels_last if that is channels_last,
@@ -37,7 +40,9 @@ from typing import Any
 
 import torch
 
-from din_fast import backends
+from din_fast import _extension, backends
+
+_C = _extension.module()
 
 LIB = torch.library.Library("din_fast", "DEF")
 OPS: dict[str, FusedOp] = {}
@@ -117,6 +122,11 @@ _PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
 # the per-op check helpers: same conditions, ValueError naming the argument; tests/test_op_errors.py
 # holds them to it): the eager fast path calls them without the Python check (FusedOp.__call__).
 _KERNEL_CHECKED = frozenset(("cpp",))
+# Implementations that are kernel ops of din_fast._C (_<name>_<impl>, _<name>_backward_<impl>): the eager
+# fast path runs them through _C.eager_call (csrc/eager_autograd.cpp).
+_CPP_IMPLEMENTATIONS = frozenset(("cpp", "cuda"))
+# FusedOp._eager_route's answer: (implementation, forward callable, _C.eager_kernels handle or None).
+_Route = tuple[str, Callable[..., Any], Any]
 
 
 def _eager_plain(tensors: Sequence[Any]) -> bool:
@@ -184,7 +194,7 @@ class FusedOp:
         self.reference = reference
         self.check = check
         self._implementations: dict[tuple[str, bool], Callable[..., Any]] = {}
-        self._eager_routes: dict[tuple[torch.device, torch.dtype, str], tuple[str, Callable[..., Any]]] = {}
+        self._eager_routes: dict[tuple[torch.device, torch.dtype, str], _Route] = {}
         self.output_shape = output_shape
         arg_types = [p.strip().split(" ")[0] for p in params.split(",")]
         grad_types = ", ".join("Tensor[]" if t == "Tensor[]" else "Tensor" for t in arg_types)
@@ -239,7 +249,9 @@ class FusedOp:
         if _eager_plain(tensors):
             try:
                 x = tensors[0]
-                impl, forward = self._eager_route(x)
+                impl, forward, kernels = self._eager_route(x)
+                if kernels is not None:  # a C++ implementation, which checks its arguments: one call
+                    return _C.eager_call(kernels, *args)
                 if impl in _KERNEL_CHECKED:
                     return self._eager(impl, forward, args, x, tensors, spec)
             except Exception:
@@ -255,15 +267,21 @@ class FusedOp:
             return self.reference(*args)
         return self._call_checked(self.op, args)
 
-    def _eager_route(self, x: torch.Tensor) -> tuple[str, Callable[..., Any]]:
-        """(implementation, forward callable) for tensors like ``x`` under the current backend, cached
-        per (device, dtype, backend): ``backends.resolve`` caches its answer too, but computing its key
-        (``device.type``) and finding the callable cost as much as a small kernel."""
+    def _eager_route(self, x: torch.Tensor) -> _Route:
+        """(implementation, forward callable, C++ kernels handle or None) for tensors like ``x`` under the
+        current backend, cached per (device, dtype, backend): ``backends.resolve`` caches its answer
+        too, but computing its key (``device.type``) and finding the callable cost as much as a small
+        kernel. The handle (``_C.eager_kernels``) is there for the C++ implementations, whose kernels
+        check their own arguments (``_KERNEL_CHECKED``)."""
         key = (x.device, x.dtype, backends.get_backend())
         route = self._eager_routes.get(key)
         if route is None:  # resolve raises (nothing cached) when an explicit backend cannot run here
             impl = backends.resolve(self.name, x.device, x.dtype)
-            route = self._eager_routes[key] = (impl, self.implementation(impl, backward=False))
+            kernels = None
+            if impl in _KERNEL_CHECKED and impl in _CPP_IMPLEMENTATIONS:
+                kernels = _C.eager_kernels(f"din_fast::_{self.name}_{impl}",
+                                           f"din_fast::_{self.name}_backward_{impl}")
+            route = self._eager_routes[key] = (impl, self.implementation(impl, backward=False), kernels)
         return route
 
     def _eager(self, impl: str, forward: Callable[..., Any], args: Sequence[Any], x: torch.Tensor,
