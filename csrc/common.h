@@ -48,6 +48,23 @@ inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& 
   TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
 }
 
+// The weights of a squeeze-excitation MLP C→R→C on ref (B, C, H, W): w1 (R, C, 1, 1) with R > 0, b1 (R),
+// w2 (C, R, 1, 1), b2 (C), with ref's device and dtype (the twin of din_fast/ops/_checks.py's
+// channel_mlp). Returns R.
+inline int64_t check_channel_mlp(const at::Tensor& ref, const char* ref_name, const at::Tensor& w1, const char* w1_name,
+                                 const at::Tensor& b1, const char* b1_name, const at::Tensor& w2, const char* w2_name,
+                                 const at::Tensor& b2, const char* b2_name) {
+  const int64_t c = ref.size(1);
+  TORCH_CHECK_VALUE(w1.dim() == 4 && w1.size(0) > 0, w1_name, " must have shape (R, ", c,
+                    ", 1, 1) with R > 0, got ", w1.sizes());
+  const int64_t r = w1.size(0);
+  check_same(w1, w1_name, ref, ref_name, {r, c, 1, 1});
+  check_same(b1, b1_name, ref, ref_name, {r});
+  check_same(w2, w2_name, ref, ref_name, {c, r, 1, 1});
+  check_same(b2, b2_name, ref, ref_name, {c});
+  return r;
+}
+
 inline at::MemoryFormat memory_format_of(const at::Tensor& t) {
   if (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     return at::MemoryFormat::ChannelsLast;

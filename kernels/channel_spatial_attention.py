@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from din_fast.kernels import _channel_mlp
 from din_fast.kernels._layout import acc_dtype, tl_acc_dtype
 from din_fast.kernels._pixel_blocks import pixel_block, pixel_grid, shifted
 
@@ -168,19 +169,19 @@ def _acc(x: torch.Tensor) -> tuple[torch.dtype, tl.dtype]:
     return acc_dtype(x.dtype), tl_acc_dtype(x.dtype)
 
 
-def _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc, with_args):
-    """Plane statistics (kernel) and the tiny MLP (torch): a (B, C) and what its backward needs."""
+def _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc):
+    """Plane statistics (kernel) and the tiny MLP (torch, _channel_mlp): a (B, C) and what its backward
+    needs."""
     b, c, h, w = x.shape
     hw = h * w
     mean = torch.empty((b, c), dtype=acc[0], device=x.device)
     mx = torch.empty_like(mean)
     arg = torch.empty((b, c), dtype=torch.int64, device=x.device)
     _plane_stats[(b * c,)](x, mean, mx, arg, hw, ACC=acc[1], BLOCK=BLOCK)
-    w1, b1 = w_ca1.flatten(1).to(acc[0]), b_ca1.to(acc[0])
-    w2, b2 = w_ca2.flatten(1).to(acc[0]), b_ca2.to(acc[0])
-    hidden = torch.stack([mean @ w1.T + b1, mx @ w1.T + b1], 1)           # (B, 2, R)
-    a = torch.sigmoid((hidden.clamp(min=0) @ w2.T).sum(1) + 2 * b2)
-    return a, (mean, mx, arg, hidden, w1, w2)
+    stats = torch.stack([mean, mx], 1)                                    # (B, 2, C)
+    w1, w2 = w_ca1.flatten(1).to(acc[0]), w_ca2.flatten(1).to(acc[0])
+    z, hidden = _channel_mlp.forward(stats, w1, b_ca1.to(acc[0]), w2, b_ca2.to(acc[0]))
+    return torch.sigmoid(z), (stats, arg, hidden, w1, w2)
 
 
 def forward(x: torch.Tensor, skip: torch.Tensor, w_ca1: torch.Tensor, b_ca1: torch.Tensor, w_ca2: torch.Tensor,
@@ -189,7 +190,7 @@ def forward(x: torch.Tensor, skip: torch.Tensor, w_ca1: torch.Tensor, b_ca1: tor
     x, skip = x.contiguous(), skip.contiguous()
     b, c, h, w = x.shape
     acc = _acc(x)
-    a, _ = _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc, False)
+    a, _ = _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc)
     pooled = torch.empty((b, 2, h * w), dtype=acc[0], device=x.device)
     grid = pixel_grid(x, BLOCK)
     _pixel_stats[grid](x, a, x, pooled, pooled, pooled, c, h * w, WITH_GRAD=False, ACC=acc[1], BLOCK=BLOCK)
@@ -205,7 +206,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, skip: torch.Tensor, w_ca1: tor
     b, c, h, w = x.shape
     hw = h * w
     acc = _acc(x)
-    a, (mean, mx, plane_arg, hidden, w1, w2) = _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc, True)
+    a, (stats, plane_arg, hidden, w1, w2) = _channel_attention(x, w_ca1, b_ca1, w_ca2, b_ca2, acc)
     pooled = torch.empty((b, 2, hw), dtype=acc[0], device=x.device)
     pixel_arg = torch.empty((b, hw), dtype=torch.int64, device=x.device)
     ds = torch.empty((b, hw), dtype=acc[0], device=x.device)
@@ -222,16 +223,11 @@ def backward(grad: torch.Tensor, x: torch.Tensor, skip: torch.Tensor, w_ca1: tor
     dx = torch.empty_like(x)
     da = torch.empty((b, c), dtype=acc[0], device=x.device)
     _input_grad[(b * c,)](x, g, a, s, dpooled, pixel_arg, dx, da, c, hw, ACC=acc[1], BLOCK=BLOCK)
-    # The channel MLP's backward (B·C·R work): z = Σ_branch W2 relu(h_branch) + 2 b2, h = W1 t + b1.
     dz = da * a * (1 - a)                                                 # (B, C)
-    relu = hidden.clamp(min=0)                                            # (B, 2, R)
-    dw2 = dz.T @ relu.sum(1)
-    dh = (dz @ w2).unsqueeze(1) * (hidden > 0)                            # (B, 2, R)
-    dw1 = dh[:, 0].T @ mean + dh[:, 1].T @ mx
-    dstats = dh @ w1                                                      # (B, 2, C)
+    dw1, db1, dw2, db2, dstats = _channel_mlp.backward(dz, stats, hidden, w1, w2)
     dx_acc = dx.view(b * c, hw).to(acc[0]) + (dstats[:, 0].reshape(-1, 1) / hw)
     dx_acc.scatter_add_(1, plane_arg.view(-1, 1), dstats[:, 1].reshape(-1, 1))
     return (dx_acc.view_as(x).to(x.dtype), grad.clone(memory_format=torch.contiguous_format),
-            dw1.view_as(w_ca1).to(w_ca1.dtype), dh.sum((0, 1)).to(b_ca1.dtype), dw2.view_as(w_ca2).to(w_ca2.dtype),
-            (2 * dz.sum(0)).to(b_ca2.dtype), totals[:98].view_as(w_sa).to(w_sa.dtype),
+            dw1.view_as(w_ca1).to(w_ca1.dtype), db1.to(b_ca1.dtype), dw2.view_as(w_ca2).to(w_ca2.dtype),
+            db2.to(b_ca2.dtype), totals[:98].view_as(w_sa).to(w_sa.dtype),
             totals[98:].to(b_sa.dtype))

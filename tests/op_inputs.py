@@ -22,6 +22,16 @@ def asyca_args(b=2, c=8, h=5, w=7, reduction=4, dtype=torch.float64, device="cpu
             _randn(2 * c, r, 1, 1, scale=r ** -0.5, **kw), _randn(2 * c, scale=0.1, **kw)]
 
 
+def channel_attention_residual_args(b=2, c=16, h=5, w=7, reduction=8, dtype=torch.float64, device="cpu",
+                                    generator=None):
+    """t with a random offset per plane, so that the channel means (the MLP's input) are O(1)."""
+    r = max(c // reduction, 1)
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    return [_randn(b, c, h, w, **kw), _randn(b, c, h, w, **kw) + _randn(b, c, 1, 1, **kw),
+            _randn(r, c, 1, 1, scale=c ** -0.5, **kw), _randn(r, scale=0.1, **kw),
+            _randn(c, r, 1, 1, scale=r ** -0.5, **kw), _randn(c, scale=0.1, **kw)]
+
+
 def conv3x3_args(b=2, cin=5, cout=7, h=9, w=13, dtype=torch.float64, device="cpu", generator=None):
     """He-scaled weights (outputs O(1)) and non-zero biases."""
     kw = dict(dtype=dtype, device=device, generator=generator)
@@ -72,7 +82,7 @@ def channel_spatial_attention_args(b=2, c=16, h=5, w=7, reduction=16, dtype=torc
             _randn(1, 2, 7, 7, scale=98 ** -0.5 * 2, **kw), _randn(1, scale=0.1, **kw)]
 
 
-ARGS = {"asyca": asyca_args, "conv3x3": conv3x3_args, "dwc_sum": dwc_sum_args, "mshf": mshf_args, "dilated_encdec": dilated_encdec_args,
+ARGS = {"asyca": asyca_args, "channel_attention_residual": channel_attention_residual_args, "conv3x3": conv3x3_args, "dwc_sum": dwc_sum_args, "mshf": mshf_args, "dilated_encdec": dilated_encdec_args,
         "dac_gate": dac_gate_args, "criss_cross_attention": criss_cross_attention_args,
         "channel_spatial_attention": channel_spatial_attention_args}
 
@@ -101,7 +111,9 @@ def requiring_grad(args):
 
 
 #: Small shapes for float64 gradcheck (full Jacobians), per op: odd sizes, batch 2.
-GRAD_SHAPES = {"asyca": dict(b=2, c=4, h=3, w=5, reduction=2), "conv3x3": dict(b=2, cin=3, cout=2, h=6, w=5),
+GRAD_SHAPES = {"asyca": dict(b=2, c=4, h=3, w=5, reduction=2),
+               "channel_attention_residual": dict(b=2, c=4, h=3, w=5, reduction=2),
+               "conv3x3": dict(b=2, cin=3, cout=2, h=6, w=5),
                "dwc_sum": dict(k=3, b=2, c=3, h=3, w=5),
                "mshf": dict(b=2, c=2, h=4, w=5), "dilated_encdec": dict(b=1, h=4, w=5),
                "dac_gate": dict(b=2, c=3, h=3, w=4, reduction=3),

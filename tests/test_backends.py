@@ -18,6 +18,11 @@ SCHEMAS = {
     "asyca_backward": "din_fast::asyca_backward(Tensor grad, Tensor x1, Tensor x2, Tensor w_init, Tensor b_init, "
                       "Tensor w_dc, Tensor b_dc, Tensor w_ic, Tensor b_ic) -> (Tensor, Tensor, Tensor, Tensor, "
                       "Tensor, Tensor, Tensor, Tensor)",
+    "channel_attention_residual": "din_fast::channel_attention_residual(Tensor u, Tensor t, Tensor w1, Tensor b1, "
+                                  "Tensor w2, Tensor b2) -> Tensor",
+    "channel_attention_residual_backward": "din_fast::channel_attention_residual_backward(Tensor grad, Tensor u, "
+                                           "Tensor t, Tensor w1, Tensor b1, Tensor w2, Tensor b2) -> (Tensor, "
+                                           "Tensor, Tensor, Tensor, Tensor, Tensor)",
     "conv3x3": "din_fast::conv3x3(Tensor x, Tensor weight, Tensor bias) -> Tensor",
     "conv3x3_backward": "din_fast::conv3x3_backward(Tensor grad, Tensor x, Tensor weight, Tensor bias) "
                         "-> (Tensor, Tensor, Tensor)",

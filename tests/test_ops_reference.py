@@ -58,6 +58,14 @@ def _conv_unfold(x, weight, bias, d):
     return (weight.flatten(1) @ cols).view(b, -1, h, w) + bias[None, :, None, None]
 
 
+def channel_attention_residual_independent(u, t, w1, b1, w2, b2):
+    """Matrix products on the channel sums; the logistic function written out."""
+    b, c, h, w = t.shape
+    mean = t.reshape(b, c, -1).sum(2) / (h * w)
+    z = torch.clamp(mean @ w1.flatten(1).T + b1, min=0) @ w2.flatten(1).T + b2
+    return u + t / (1 + torch.exp(-z))[:, :, None, None]
+
+
 def conv3x3_independent(x, weight, bias):
     return _conv_unfold(x, weight, bias, 1)
 
@@ -121,7 +129,8 @@ def channel_spatial_attention_independent(x, skip, w_ca1, b_ca1, w_ca2, b_ca2, w
     return xc / (1 + torch.exp(-logit))[:, None] + skip
 
 
-INDEPENDENT = {"asyca": asyca_independent, "conv3x3": conv3x3_independent, "dwc_sum": dwc_sum_independent, "mshf": mshf_independent,
+INDEPENDENT = {"asyca": asyca_independent, "channel_attention_residual": channel_attention_residual_independent,
+               "conv3x3": conv3x3_independent, "dwc_sum": dwc_sum_independent, "mshf": mshf_independent,
                "dilated_encdec": dilated_encdec_independent, "dac_gate": dac_gate_independent,
                "criss_cross_attention": criss_cross_attention_independent,
                "channel_spatial_attention": channel_spatial_attention_independent}

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu/channel_mlp.h"
 
 namespace din_fast {
 namespace {
@@ -127,41 +128,31 @@ DIN_FAST_INLINE void add_row(T* out, T shift, int64_t n) {
 DIN_FAST_CSA_ROWS(float)
 DIN_FAST_CSA_ROWS(double)
 
-// Pass 1: per (b, c) plane mean, max and the first position of the max.
+// Pass 1: per (b, c) plane mean and max into stats (B, 2, C), and the first position of the max.
 template <typename T>
-void plane_stats(const Sizes& d, const T* x, T* mean, T* mx, int64_t* argmax) {
+void plane_stats(const Sizes& d, const T* x, T* stats, int64_t* argmax) {
   at::parallel_for(0, d.b * d.c, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t pc = lo; pc < hi; ++pc) {
       const T* p = x + pc * d.hw();
       T sum, best;
       plane_reduce_k(p, d.hw(), &sum, &best);
-      mean[pc] = sum / T(d.hw());
-      mx[pc] = best;
+      const int64_t b = pc / d.c, c = pc % d.c;
+      stats[b * 2 * d.c + c] = sum / T(d.hw());
+      stats[(b * 2 + 1) * d.c + c] = best;
       if (argmax != nullptr) argmax[pc] = std::find(p, p + d.hw(), best) - p;
     }
   });
 }
 
-// The channel MLP per batch: z = W2 relu(W1 avg + b1) + b2 + W2 relu(W1 max + b1) + b2, a = sigmoid(z).
-// hidden (B, 2, R) keeps W1 t + b1 for the backward.
+// The channel MLP per batch (channel_mlp.h, K = 2): z = W2 relu(W1 avg + b1) + b2 + W2 relu(W1 max + b1) + b2,
+// a = sigmoid(z). stats (B, 2, C) holds avg and max; hidden (B, 2, R) keeps W1 t + b1 for the backward.
 template <typename T>
-void channel_mlp(const Sizes& d, const T* mean, const T* mx, const T* w1, const T* b1, const T* w2, const T* b2,
-                 T* hidden, T* a) {
+void channel_mlp(const Sizes& d, const T* stats, const T* w1, const T* b1, const T* w2, const T* b2, T* hidden,
+                 T* a) {
   for (int64_t b = 0; b < d.b; ++b) {
-    for (int64_t branch = 0; branch < 2; ++branch) {
-      const T* t = (branch == 0 ? mean : mx) + b * d.c;
-      for (int64_t j = 0; j < d.r; ++j) {
-        T acc = b1[j];
-        for (int64_t c = 0; c < d.c; ++c) acc += w1[j * d.c + c] * t[c];
-        hidden[(b * 2 + branch) * d.r + j] = acc;
-      }
-    }
-    for (int64_t c = 0; c < d.c; ++c) {
-      T z = 2 * b2[c];
-      for (int64_t branch = 0; branch < 2; ++branch)
-        for (int64_t j = 0; j < d.r; ++j) z += w2[c * d.r + j] * std::max(hidden[(b * 2 + branch) * d.r + j], T(0));
-      a[b * d.c + c] = sigmoid(z);
-    }
+    T* z = a + b * d.c;
+    channel_mlp_forward<T, T>(w1, b1, w2, b2, stats + b * 2 * d.c, 2, d.c, d.r, hidden + b * 2 * d.r, z);
+    for (int64_t c = 0; c < d.c; ++c) z[c] = sigmoid(z[c]);
   }
 }
 
@@ -253,12 +244,12 @@ template <typename T>
 void forward_impl(const Sizes& d, const at::Tensor& x, const at::Tensor& skip, const at::Tensor& w1,
                   const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& ws,
                   const at::Tensor& b_sa, at::Tensor& y) {
-  std::vector<T> mean(d.b * d.c), mx(d.b * d.c), hidden(d.b * 2 * d.r), a(d.b * d.c);
+  std::vector<T> stats(d.b * 2 * d.c), hidden(d.b * 2 * d.r), a(d.b * d.c);
   std::vector<T> pooled(d.b * 2 * d.hw()), s(d.b * d.hw());
   const T* xp = x.const_data_ptr<T>();
-  plane_stats<T>(d, xp, mean.data(), mx.data(), nullptr);
-  channel_mlp<T>(d, mean.data(), mx.data(), w1.const_data_ptr<T>(), b1.const_data_ptr<T>(),
-                 w2.const_data_ptr<T>(), b2.const_data_ptr<T>(), hidden.data(), a.data());
+  plane_stats<T>(d, xp, stats.data(), nullptr);
+  channel_mlp<T>(d, stats.data(), w1.const_data_ptr<T>(), b1.const_data_ptr<T>(), w2.const_data_ptr<T>(),
+                 b2.const_data_ptr<T>(), hidden.data(), a.data());
   pixel_stats<T>(d, xp, a.data(), pooled.data(), nullptr, nullptr, nullptr);
   spatial_gate<T>(d, pooled.data(), ws.const_data_ptr<T>(), b_sa.item<T>(), s.data());
   apply<T>(d, xp, skip.const_data_ptr<T>(), a.data(), s.data(), y.mutable_data_ptr<T>());
@@ -270,7 +261,7 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
                    const at::Tensor& b_sa, at::Tensor& dx, at::Tensor& dw1, at::Tensor& db1, at::Tensor& dw2,
                    at::Tensor& db2, at::Tensor& dws, at::Tensor& dbs) {
   const int64_t hw = d.hw();
-  std::vector<T> mean(d.b * d.c), mx(d.b * d.c), hidden(d.b * 2 * d.r), a(d.b * d.c);
+  std::vector<T> stats(d.b * 2 * d.c), hidden(d.b * 2 * d.r), a(d.b * d.c);
   std::vector<int64_t> plane_arg(d.b * d.c);
   std::vector<int32_t> pixel_arg(d.b * hw);
   std::vector<T> pooled(d.b * 2 * hw), s(d.b * hw), ds(d.b * hw), dpooled(d.b * 2 * hw, T(0));
@@ -279,8 +270,8 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
   const T* w1p = w1.const_data_ptr<T>();
   const T* w2p = w2.const_data_ptr<T>();
   const T* wsp = ws.const_data_ptr<T>();
-  plane_stats<T>(d, xp, mean.data(), mx.data(), plane_arg.data());
-  channel_mlp<T>(d, mean.data(), mx.data(), w1p, b1.const_data_ptr<T>(), w2p, b2.const_data_ptr<T>(),
+  plane_stats<T>(d, xp, stats.data(), plane_arg.data());
+  channel_mlp<T>(d, stats.data(), w1p, b1.const_data_ptr<T>(), w2p, b2.const_data_ptr<T>(),
                  hidden.data(), a.data());
   pixel_stats<T>(d, xp, a.data(), pooled.data(), gp, pixel_arg.data(), ds.data());
   spatial_gate<T>(d, pooled.data(), wsp, b_sa.item<T>(), s.data());
@@ -336,34 +327,14 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
   T* db1p = db1.mutable_data_ptr<T>();
   T* dw2p = dw2.mutable_data_ptr<T>();
   T* db2p = db2.mutable_data_ptr<T>();
-  std::vector<T> dstat(d.b * 2 * d.c, T(0)), dz(d.c), dh(d.r);
+  std::vector<T> dstat(d.b * 2 * d.c), dz(d.c);
   for (int64_t b = 0; b < d.b; ++b) {
     for (int64_t c = 0; c < d.c; ++c) {
       const T ac = a[b * d.c + c];
       dz[c] = da[b * d.c + c] * ac * (T(1) - ac);
-      db2p[c] += 2 * dz[c];
     }
-    for (int64_t branch = 0; branch < 2; ++branch) {
-      const T* h = hidden.data() + (b * 2 + branch) * d.r;
-      const T* t = (branch == 0 ? mean.data() : mx.data()) + b * d.c;
-      for (int64_t j = 0; j < d.r; ++j) {
-        const T rj = std::max(h[j], T(0));
-        T acc = 0;
-        for (int64_t c = 0; c < d.c; ++c) {
-          dw2p[c * d.r + j] += dz[c] * rj;
-          acc += w2p[c * d.r + j] * dz[c];
-        }
-        dh[j] = h[j] > 0 ? acc : T(0);
-        db1p[j] += dh[j];
-        for (int64_t c = 0; c < d.c; ++c) dw1p[j * d.c + c] += dh[j] * t[c];
-      }
-      T* dt = dstat.data() + (b * 2 + branch) * d.c;
-      for (int64_t c = 0; c < d.c; ++c) {
-        T acc = 0;
-        for (int64_t j = 0; j < d.r; ++j) acc += w1p[j * d.c + c] * dh[j];
-        dt[c] = acc;
-      }
-    }
+    channel_mlp_backward<T, T>(w1p, w2p, stats.data() + b * 2 * d.c, hidden.data() + b * 2 * d.r, dz.data(), 2, d.c,
+                               d.r, dw1p, db1p, dw2p, db2p, dstat.data() + b * 2 * d.c);
   }
   at::parallel_for(0, d.b * d.c, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t pc = lo; pc < hi; ++pc) {
@@ -379,19 +350,13 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
 Sizes check(const at::Tensor& x, const at::Tensor& skip, const at::Tensor& w_ca1, const at::Tensor& b_ca1,
             const at::Tensor& w_ca2, const at::Tensor& b_ca2, const at::Tensor& w_sa, const at::Tensor& b_sa) {
   check_feature(x, "x");
-  const int64_t c = x.size(1);
   check_same(skip, "skip", x, "x", x.sizes());
-  TORCH_CHECK_VALUE(w_ca1.dim() == 4 && w_ca1.size(0) > 0, "w_ca1 must have shape (R, ", c, ", 1, 1) with R > 0");
-  const int64_t r = w_ca1.size(0);
-  check_same(w_ca1, "w_ca1", x, "x", {r, c, 1, 1});
-  check_same(b_ca1, "b_ca1", x, "x", {r});
-  check_same(w_ca2, "w_ca2", x, "x", {c, r, 1, 1});
-  check_same(b_ca2, "b_ca2", x, "x", {c});
+  const int64_t r = check_channel_mlp(x, "x", w_ca1, "w_ca1", b_ca1, "b_ca1", w_ca2, "w_ca2", b_ca2, "b_ca2");
   check_same(w_sa, "w_sa", x, "x", {1, 2, kTaps, kTaps});
   check_same(b_sa, "b_sa", x, "x", {1});
   TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
                     "x must be float32 or float64 for the cpp implementation, got ", x.scalar_type());
-  return Sizes{x.size(0), c, x.size(2), x.size(3), r};
+  return Sizes{x.size(0), x.size(1), x.size(2), x.size(3), r};
 }
 
 at::Tensor channel_spatial_attention_cpp(const at::Tensor& x_in, const at::Tensor& skip_in, const at::Tensor& w_ca1,

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu/channel_mlp.h"
 
 namespace din_fast {
 namespace {
@@ -89,21 +90,6 @@ DIN_FAST_MULTIVERSION void plane_stats_mv(const double* t, int64_t n, double* me
   plane_stats(t, n, mean, sd);
 }
 
-// out = W2 · relu(W1 · in) for one batch; W1 (R, C), W2 (C, R); keeps the pre-ReLU hidden values.
-template <typename T>
-void fc(const T* w1, const T* w2, const double* in, int64_t C, int64_t R, double* hidden, double* out) {
-  for (int64_t i = 0; i < R; ++i) {
-    double acc = 0;
-    for (int64_t c = 0; c < C; ++c) acc += static_cast<double>(w1[i * C + c]) * in[c];
-    hidden[i] = acc;
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    double acc = 0;
-    for (int64_t i = 0; i < R; ++i) acc += static_cast<double>(w2[c * R + i]) * std::max(hidden[i], 0.0);
-    out[c] = acc;
-  }
-}
-
 template <typename T>
 Stats statistics(const Problem<T>& p) {
   Stats s;
@@ -126,8 +112,11 @@ Stats statistics(const Problem<T>& p) {
   s.shift.resize(B * C);
   s.scale.resize(B * C);
   for (int64_t b = 0; b < B; ++b) {
-    fc(p.wm1, p.wm2, &s.mu_x[b * C], C, R, &s.hid_m[b * R], &s.shift[b * C]);
-    fc(p.ws1, p.ws2, &s.sd_x[b * C], C, R, &s.hid_s[b * R], &s.scale[b * C]);
+    // out = W2 relu(W1 in), bias-free (channel_mlp.h with K = 1)
+    channel_mlp_forward<T, double>(p.wm1, nullptr, p.wm2, nullptr, &s.mu_x[b * C], 1, C, R, &s.hid_m[b * R],
+                                   &s.shift[b * C]);
+    channel_mlp_forward<T, double>(p.ws1, nullptr, p.ws2, nullptr, &s.sd_x[b * C], 1, C, R, &s.hid_s[b * R],
+                                   &s.scale[b * C]);
   }
   return s;
 }
@@ -177,29 +166,6 @@ DIN_FAST_MULTIVERSION void gate_grad_chunk_mv(const double* g, const double* r, 
                                               double inv_sd_v, double scale, double shift, int64_t n, double* dr,
                                               double* dnv, double* dscale, double* dshift) {
   gate_grad_chunk(g, r, v, mu_v, inv_sd_v, scale, shift, n, dr, dnv, dscale, dshift);
-}
-
-// Backward of out = W2 relu(hidden), hidden = W1 in, for one batch: adds to dw1 (R, C), dw2 (C, R)
-// and writes d_in (C). ReLU passes the gradient only where hidden > 0 (as autograd's threshold).
-template <typename T>
-void fc_backward(const T* w1, const T* w2, const double* in, const double* hidden, const double* d_out, int64_t C,
-                 int64_t R, double* dw1, double* dw2, double* d_in) {
-  std::vector<double> d_hidden(R, 0.0);
-  for (int64_t c = 0; c < C; ++c) {
-    for (int64_t i = 0; i < R; ++i) {
-      dw2[c * R + i] += d_out[c] * std::max(hidden[i], 0.0);
-      d_hidden[i] += static_cast<double>(w2[c * R + i]) * d_out[c];
-    }
-  }
-  for (int64_t i = 0; i < R; ++i) d_hidden[i] = hidden[i] > 0 ? d_hidden[i] : 0.0;
-  for (int64_t c = 0; c < C; ++c) {
-    double acc = 0;
-    for (int64_t i = 0; i < R; ++i) {
-      dw1[i * C + c] += d_hidden[i] * in[c];
-      acc += static_cast<double>(w1[i * C + c]) * d_hidden[i];
-    }
-    d_in[c] = acc;
-  }
 }
 
 // dx = g + dμ/N + dσ · (x − μ)/(σ (N − 1)) on one plane.
@@ -322,10 +288,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         sum_dnv[b] += part[2 * C];
         sum_dnv_nv[b] += part[2 * C + 1];
       }
-      fc_backward(p.wm1, p.wm2, &s.mu_x[b * C], &s.hid_m[b * R], d_shift.data(), C, R, gwm1.data(), gwm2.data(),
-                  &d_mu[b * C]);
-      fc_backward(p.ws1, p.ws2, &s.sd_x[b * C], &s.hid_s[b * R], d_scale.data(), C, R, gws1.data(), gws2.data(),
-                  &d_sd[b * C]);
+      channel_mlp_backward<T, double>(p.wm1, p.wm2, &s.mu_x[b * C], &s.hid_m[b * R], d_shift.data(), 1, C, R,
+                                      gwm1.data(), nullptr, gwm2.data(), nullptr, &d_mu[b * C]);
+      channel_mlp_backward<T, double>(p.ws1, p.ws2, &s.sd_x[b * C], &s.hid_s[b * R], d_scale.data(), 1, C, R,
+                                      gws1.data(), nullptr, gws2.data(), nullptr, &d_sd[b * C]);
     }
     auto store = [](const std::vector<double>& from, at::Tensor& to) {
       T* t = to.data_ptr<T>();

@@ -6,6 +6,7 @@ reference as a plain autograd graph, or the fused ``torch.library`` op.
 
 from din_fast.ops import reference
 from din_fast.ops.asyca import asyca
+from din_fast.ops.channel_attention_residual import channel_attention_residual
 from din_fast.ops.channel_spatial_attention import channel_spatial_attention
 from din_fast.ops.conv3x3 import conv3x3
 from din_fast.ops.criss_cross_attention import criss_cross_attention
@@ -14,5 +15,5 @@ from din_fast.ops.dilated_encdec import dilated_encdec
 from din_fast.ops.dwc_sum import dwc_sum
 from din_fast.ops.mshf import mshf
 
-__all__ = ["asyca", "channel_spatial_attention", "conv3x3", "criss_cross_attention", "dac_gate", "dilated_encdec", "dwc_sum",
-           "mshf", "reference"]
+__all__ = ["asyca", "channel_attention_residual", "channel_spatial_attention", "conv3x3",
+           "criss_cross_attention", "dac_gate", "dilated_encdec", "dwc_sum", "mshf", "reference"]

@@ -46,3 +46,15 @@ def all_same_as(name: str, ts: Sequence[torch.Tensor], start: int, ref_name: str
         t = ts[i]
         if not (isinstance(t, torch.Tensor) and t.dtype == dtype and t.device == device and t.shape == shape):
             same_as(f"{name}[{i}]", t, ref_name, ref)
+
+
+def channel_mlp(ref_name: str, ref: torch.Tensor, w1: tuple[str, torch.Tensor], b1: tuple[str, torch.Tensor],
+                w2: tuple[str, torch.Tensor], b2: tuple[str, torch.Tensor]) -> None:
+    """The (name, tensor) pairs of a squeeze-excitation MLP C→R→C on ``ref`` (B, C, H, W): w1 (R, C, 1, 1)
+    with R > 0, b1 (R,), w2 (C, R, 1, 1), b2 (C,), all with ref's dtype and device."""
+    c = ref.shape[1]
+    if not isinstance(w1[1], torch.Tensor) or w1[1].dim() != 4 or w1[1].shape[0] == 0:
+        raise ValueError(f"{w1[0]} must have shape (R, {c}, 1, 1) with R > 0")
+    red = w1[1].shape[0]
+    for (name, t), shape in ((w1, (red, c, 1, 1)), (b1, (red,)), (w2, (c, red, 1, 1)), (b2, (c,))):
+        same_as(name, t, ref_name, ref, shape)

@@ -22,15 +22,8 @@ from din_fast.ops._library import FusedOp
 def _check(x: torch.Tensor, skip: torch.Tensor, w_ca1: torch.Tensor, b_ca1: torch.Tensor, w_ca2: torch.Tensor,
            b_ca2: torch.Tensor, w_sa: torch.Tensor, b_sa: torch.Tensor) -> None:
     _checks.feature("x", x)
-    c = x.shape[1]
     _checks.same_as("skip", skip, "x", x)
-    if not isinstance(w_ca1, torch.Tensor) or w_ca1.dim() != 4 or w_ca1.shape[0] == 0:
-        raise ValueError(f"w_ca1 must have shape (R, {c}, 1, 1) with R > 0")
-    red = w_ca1.shape[0]
-    _checks.same_as("w_ca1", w_ca1, "x", x, (red, c, 1, 1))
-    _checks.same_as("b_ca1", b_ca1, "x", x, (red,))
-    _checks.same_as("w_ca2", w_ca2, "x", x, (c, red, 1, 1))
-    _checks.same_as("b_ca2", b_ca2, "x", x, (c,))
+    _checks.channel_mlp("x", x, ("w_ca1", w_ca1), ("b_ca1", b_ca1), ("w_ca2", w_ca2), ("b_ca2", b_ca2))
     _checks.same_as("w_sa", w_sa, "x", x, (1, 2, 7, 7))
     _checks.same_as("b_sa", b_sa, "x", x, (1,))
 

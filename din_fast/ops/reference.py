@@ -177,3 +177,16 @@ def channel_spatial_attention(x: torch.Tensor, skip: torch.Tensor, w_ca1: torch.
     xc = x * torch.sigmoid(mlp(F.adaptive_avg_pool2d(x, 1)) + mlp(F.adaptive_max_pool2d(x, 1)))
     pooled = torch.cat([xc.mean(dim=1, keepdim=True), xc.amax(dim=1, keepdim=True)], dim=1)
     return xc * torch.sigmoid(F.conv2d(pooled, w_sa, b_sa, padding=SAM_PADDING)) + skip
+
+
+def channel_attention_residual(u: torch.Tensor, t: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+                               w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """The tail of an RCAB (DeFiAN's residual channel-attention block): channel attention and residual.
+
+    ``y = u + t ⊙ sigmoid(W2 relu(W1 mean_HW(t) + b1) + b2)``, the official ``calayer`` (1x1 convs with
+    biases C→R→C, ReLU, sigmoid) on the spatial mean of t, as the official graph runs it.
+
+    Shapes: u, t (B, C, H, W); w1 (R, C, 1, 1), b1 (R,); w2 (C, R, 1, 1), b2 (C,). Returns (B, C, H, W).
+    """
+    attention = torch.sigmoid(F.conv2d(F.relu(F.conv2d(t.mean(dim=(2, 3), keepdim=True), w1, b1)), w2, b2))
+    return u + t * attention
