@@ -249,18 +249,16 @@ class FusedOp:
         if _eager_plain(tensors):
             try:
                 x = tensors[0]
-                impl, forward, kernels = self._eager_route(x)
-                if kernels is not None:  # a C++ implementation, which checks its arguments: one call
-                    return _C.eager_call(kernels, *args)
-                if impl in _KERNEL_CHECKED:
-                    return self._eager(impl, forward, args, x, tensors, spec)
+                route = self._eager_route(x)
+                if route[0] in _KERNEL_CHECKED:
+                    return self._eager(route, args, x, tensors, spec)
             except Exception:
                 self.check(*args)  # raises the Python check's error if an argument is bad
                 raise
             self.check(*args)
-            if impl == "reference":
+            if route[0] == "reference":
                 return self.reference(*args)
-            return self._eager(impl, forward, args, x, tensors, spec)
+            return self._eager(route, args, x, tensors, spec)
         self.check(*args)
         x = tensors[0]
         if backends.resolve(self.name, x.device, x.dtype) == "reference":
@@ -271,23 +269,26 @@ class FusedOp:
         """(implementation, forward callable, C++ kernels handle or None) for tensors like ``x`` under the
         current backend, cached per (device, dtype, backend): ``backends.resolve`` caches its answer
         too, but computing its key (``device.type``) and finding the callable cost as much as a small
-        kernel. The handle (``_C.eager_kernels``) is there for the C++ implementations, whose kernels
-        check their own arguments (``_KERNEL_CHECKED``)."""
+        kernel. The handle (``_C.eager_kernels``) is there for the C++ implementations."""
         key = (x.device, x.dtype, backends.get_backend())
         route = self._eager_routes.get(key)
         if route is None:  # resolve raises (nothing cached) when an explicit backend cannot run here
             impl = backends.resolve(self.name, x.device, x.dtype)
             kernels = None
-            if impl in _KERNEL_CHECKED and impl in _CPP_IMPLEMENTATIONS:
+            if impl in _CPP_IMPLEMENTATIONS:
                 kernels = _C.eager_kernels(f"din_fast::_{self.name}_{impl}",
                                            f"din_fast::_{self.name}_backward_{impl}")
             route = self._eager_routes[key] = (impl, self.implementation(impl, backward=False), kernels)
         return route
 
-    def _eager(self, impl: str, forward: Callable[..., Any], args: Sequence[Any], x: torch.Tensor,
-               tensors: Sequence[torch.Tensor], spec: list[int | None]) -> torch.Tensor:
-        """The eager fast path: implementation ``impl`` (whose forward is ``forward``) called directly,
-        with one autograd node when a gradient is needed; the output in ``x``'s memory format."""
+    def _eager(self, route: _Route, args: Sequence[Any], x: torch.Tensor, tensors: Sequence[torch.Tensor],
+               spec: list[int | None]) -> torch.Tensor:
+        """The eager fast path: the implementation of ``route`` called directly, with one autograd node
+        when a gradient is needed; the output in ``x``'s memory format. A C++ implementation is one call
+        into ``_C.eager_call`` (kernel and C++ node), the others get ``_EagerAutograd``."""
+        impl, forward, kernels = route
+        if kernels is not None:
+            return _C.eager_call(kernels, *args)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _EagerAutograd.apply(self, impl, spec, *tensors)
         return _formatted(forward(*args), x)
