@@ -24,7 +24,7 @@ def _perturbed(name, **overrides):
 
 def _fused_ops_in_use():
     """The DeFiAN ops that auto runs fused on CPU float32 (the others run their reference)."""
-    fused = [op for op in ("mshf", "dilated_encdec", "dac_gate")
+    fused = [op for op in ("mshf", "dilated_encdec", "dac_gate", "channel_attention_residual")
              if backends.resolve(op, torch.device("cpu"), torch.float32) != "reference"]
     if not fused:
         pytest.skip("no fused DeFiAN op is available on CPU (din_fast._C not built)")

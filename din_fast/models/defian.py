@@ -39,7 +39,12 @@ def _rgb(values: tuple[float, float, float], like: torch.Tensor) -> torch.Tensor
 
 
 class RCAB(nn.Module):
-    """Residual channel-attention block: ``u + t ⊙ ca(mean_HW(t))``, t = conv(relu(conv(u))) (no biases)."""
+    """Residual channel-attention block: ``u + t ⊙ ca(mean_HW(t))``, t = conv(relu(conv(u))) (no biases).
+
+    ``calayer`` holds the official channel attention's parameters (1x1 convs with biases C→R→C, ReLU,
+    sigmoid; same keys); its forward with the residual is one fused op (``channel_attention_residual``),
+    which on the reference backend is the official graph.
+    """
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
@@ -50,7 +55,8 @@ class RCAB(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         t = self.block(u)
-        return u + t * self.calayer(t.mean(dim=(2, 3), keepdim=True))
+        down, up = self.calayer[0], self.calayer[2]
+        return ops.channel_attention_residual(u, t, down.weight, down.bias, up.weight, up.bias)
 
 
 class MSHF(nn.Module):
