@@ -2,10 +2,12 @@
 // TORCH_LIBRARY_IMPL blocks then register the C++ kernels. The op schemas are
 // defined once, in Python (din_fast/ops/_library.py), so that a build without the
 // extension exposes exactly the same ops. Its functions: cpu_isa() reports which instruction
-// set the CPU kernels run with (vec_math.h's cpu_isa()); eager_kernels() and eager_call() are
-// FusedOp's eager fast path for the C++ implementations (eager_autograd.cpp).
+// set the CPU kernels run with (vec_math.h's cpu_isa()); winograd_tiles() the tile count of
+// conv3x3's Winograd buffers; eager_kernels() and eager_call() are FusedOp's eager fast path for
+// the C++ implementations (eager_autograd.cpp).
 #include <Python.h>
 
+#include "cpu/winograd_tiles.h"
 #include "eager_autograd.h"
 #include "vec_math.h"
 
@@ -18,6 +20,16 @@ static PyObject* cpu_isa(PyObject*, PyObject*) {
   return PyUnicode_FromString("baseline");
 }
 
+static PyObject* winograd_tiles(PyObject*, PyObject* args) {
+  long long h = 0, w = 0;
+  if (!PyArg_ParseTuple(args, "LL", &h, &w)) return nullptr;
+  if (h < 1 || w < 1) {
+    PyErr_Format(PyExc_ValueError, "winograd_tiles needs H, W >= 1, got %lld x %lld", h, w);
+    return nullptr;
+  }
+  return PyLong_FromLongLong(din_fast::winograd_tiles(h, w));
+}
+
 static PyMethodDef din_fast_methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS,
      "Instruction set of the CPU kernels' vector code: 'avx512', 'avx2' or 'baseline' (capped by DIN_FAST_CPU_ISA)."},
@@ -25,6 +37,8 @@ static PyMethodDef din_fast_methods[] = {
      METH_FASTCALL, "eager_kernels(forward, backward): the kernel ops of FusedOp's eager fast path."},
     {"eager_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(din_fast::eager_call)),
      METH_FASTCALL, "eager_call(kernels, *args): the forward kernel (and a C++ autograd node if needed)."},
+    {"winograd_tiles", winograd_tiles, METH_VARARGS,
+     "winograd_tiles(h, w): tiles per image of an H x W map in conv3x3's Winograd-domain buffers."},
     {nullptr, nullptr, 0, nullptr}};
 
 static struct PyModuleDef din_fast_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, din_fast_methods};

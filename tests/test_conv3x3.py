@@ -169,6 +169,16 @@ def test_winograd_building_blocks_compose_over_a_shared_buffer():
     assert_close_to(dx, expected[:, 3:], torch.float64, 64)
 
 
+def test_winograd_tiles_is_the_documented_layout():
+    """⌈H/4⌉ tile rows of ⌈W/4⌉ + 1 tiles, rounded up to 16; the extension's answer is the kernels' own."""
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    for h, w in [(1, 1), (5, 6), (7, 9), (48, 48), (33, 64), (96, 17)]:
+        tiles = -(-h // 4) * (-(-w // 4) + 1)
+        assert winograd_tiles(h, w) == -(-tiles // 16) * 16
+    with pytest.raises(ValueError, match="H, W >= 1"):
+        winograd_tiles(0, 4)
+
+
 def test_winograd_building_blocks_check_their_arguments():
     skip_unless_runs("conv3x3", "cpp", torch.float64)
     wino = torch.ops.din_fast

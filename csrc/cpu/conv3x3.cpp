@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "kernel_utils.h"
+#include "winograd_tiles.h"
 
 namespace din_fast {
 namespace {
@@ -529,9 +530,6 @@ at::Tensor winograd_kernel_adjoint(const at::Tensor& dU) {
   return dw;
 }
 
-// Tiles per image of an H x W feature map (the last dimension of the Winograd-domain buffers).
-int64_t winograd_tiles(int64_t h, int64_t w) { return Geometry(1, 1, h, w).plane_tiles(); }
-
 // Writes the transform of x (B, C, H, W) into channels offset .. offset + C of V (36, Cv, B * tiles).
 void winograd_input(const at::Tensor& x, at::Tensor& V, int64_t offset) {
   check_cpu_feature(x, "x");
@@ -755,6 +753,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward_cpu(const at::Te
 }
 
 }  // namespace
+
+int64_t winograd_tiles(int64_t h, int64_t w) { return Geometry(1, 1, h, w).plane_tiles(); }
 
 TORCH_LIBRARY_IMPL(din_fast, CPU, m) {
   m.impl("_conv3x3_cpp", &conv3x3_cpu);

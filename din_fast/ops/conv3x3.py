@@ -67,7 +67,9 @@ LIB.define("_winograd_input_adjoint_cpp(Tensor dV, int offset, Tensor(a!) dx) ->
 
 
 def winograd_tiles(h: int, w: int) -> int:
-    """Tiles per image of an H×W map in the C++ kernel's layout: ⌈H/4⌉ tile rows of ⌈W/4⌉ + 1 tiles (one
-    padding tile per row), rounded up to a multiple of 16 (csrc/cpu/conv3x3.cpp, ``Geometry``)."""
-    tiles = -(-h // 4) * (-(-w // 4) + 1)
-    return -(-tiles // 16) * 16
+    """Tiles per image of an H×W map in the C++ kernel's Winograd-domain buffers (their last dimension):
+    ⌈H/4⌉ tile rows of ⌈W/4⌉ + 1 tiles (one padding tile per row), rounded up to a multiple of 16. Asked
+    of the extension, whose kernels define the layout (csrc/cpu/conv3x3.cpp, ``Geometry``)."""
+    from din_fast import _C  # here, not at import: a build without the extension never gets this far
+
+    return _C.winograd_tiles(h, w)
