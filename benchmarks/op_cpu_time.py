@@ -5,11 +5,15 @@ measure the load).
     python benchmarks/op_cpu_time.py criss_cross_attention:b=1,c=64,cq=8,h=64,w=64 \\
         channel_spatial_attention:b=1,c=64,h=64,w=64
     python benchmarks/op_cpu_time.py --compiled mshf:b=1,c=32,h=48,w=48
+    python benchmarks/op_cpu_time.py --python-node dwc_sum:k=2,b=1,c=64,h=48,w=48 --rounds 200
 
 Each case: median (and minimum) over ``--rounds`` calls of ``time.thread_time`` around the forward
 (no_grad) and around forward + backward (gradients of every input and parameter), float32, after two
 warm-up calls (which include torch.compile's compilation). The callables are benchmarks/common.py's,
 the same as the pytest-benchmark suites time. With one thread, compiled code runs in the calling thread.
+``--python-node`` also times the C++ implementation with the eager fast path's Python autograd node
+(``_EagerAutograd``, what ran before csrc/eager_autograd.cpp) instead of the C++ one: the per-call cost
+of the node, same kernels.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -26,6 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from common import MODES, op_callable  # noqa: E402
 from op_inputs import ARGS  # noqa: E402
+
+from din_fast.ops import _library  # noqa: E402
 
 
 def cpu_times(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
@@ -41,12 +48,31 @@ def cpu_times(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
     return times[len(times) // 2] * 1e3, times[0] * 1e3
 
 
+@contextmanager
+def python_node() -> Iterator[None]:
+    """The eager fast path without ``_C.eager_call``: C++ kernels under the Python ``_EagerAutograd``."""
+    cpp = _library._CPP_IMPLEMENTATIONS
+
+    def switch(impls: frozenset[str]) -> None:
+        _library._CPP_IMPLEMENTATIONS = impls
+        for op in _library.OPS.values():
+            op._eager_routes.clear()  # the routes hold the C++ kernels handle
+
+    switch(frozenset())
+    try:
+        yield
+    finally:
+        switch(cpp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="+", help="op:key=value,... (op_inputs builder arguments)")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--impl", default="cpp")
     parser.add_argument("--compiled", action="store_true", help="also time torch.compile(reference)")
+    parser.add_argument("--python-node", action="store_true",
+                        help="also time the implementation with the Python autograd node (_EagerAutograd)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     baselines = ["reference"] + (["compiled"] if args.compiled else [])
@@ -56,9 +82,15 @@ def main() -> None:
         inputs = ARGS[op](**kw, dtype=torch.float32)
         for mode in MODES:
             res = {p: cpu_times(op_callable(p, op, inputs, mode), args.rounds) for p in baselines + [args.impl]}
+            if args.python_node:
+                with python_node():
+                    res["python node"] = cpu_times(op_callable(args.impl, op, inputs, mode), args.rounds)
+                baselines_here = baselines + ["python node"]
+            else:
+                baselines_here = baselines
             im, imin = res[args.impl]
-            parts = [f"{p} {res[p][0]:.2f} ms" for p in baselines + [args.impl]]
-            ratios = [f"{res[p][0] / im:.2f}x vs {p} (min {res[p][1] / imin:.2f}x)" for p in baselines]
+            parts = [f"{p} {res[p][0]:.3f} ms" for p in baselines_here + [args.impl]]
+            ratios = [f"{res[p][0] / im:.2f}x vs {p} (min {res[p][1] / imin:.2f}x)" for p in baselines_here]
             print(f"{op} {spec} {mode}: {', '.join(parts)} (median CPU time) -> {'; '.join(ratios)}")
 
 
