@@ -10,6 +10,7 @@ shapes, test ids and group names and gets its test from :func:`op_benchmark`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -100,6 +101,25 @@ def op_callable(provider: str, op: str, args: list[Any], mode: str) -> Callable[
     raise ValueError(f"unknown mode {mode!r}")
 
 
+# Default rounds per case: enough calls for ~0.5 s of timing, within these bounds. A median of 15 calls of a
+# 20 µs op swung by 2x between runs on the 2-core VM; 500 calls of it take 10 ms.
+MIN_ROUNDS, MAX_ROUNDS, TIMED_SECONDS = 15, 500, 0.5
+
+
+def default_rounds(fn: Callable[[], Any]) -> int:
+    """Rounds for ``fn`` (already warmed up): DIN_FAST_BENCH_ROUNDS when set, else as many calls as fit in
+    ~TIMED_SECONDS (judged from the fastest of five calls: a preempted call would cut the rounds), between
+    MIN_ROUNDS and MAX_ROUNDS."""
+    if "DIN_FAST_BENCH_ROUNDS" in os.environ:
+        return int(os.environ["DIN_FAST_BENCH_ROUNDS"])
+    per_call = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        fn()
+        per_call = min(per_call, time.perf_counter() - start)
+    return max(MIN_ROUNDS, min(MAX_ROUNDS, int(TIMED_SECONDS / max(per_call, 1e-9))))
+
+
 def bench(benchmark: Any, provider: str, op: str, args: list[Any], mode: str, group: str,
           rounds: int | None = None) -> None:
     """Time ``op`` with pytest-benchmark (median over rounds, after warm-up) under ``group``."""
@@ -108,7 +128,7 @@ def bench(benchmark: Any, provider: str, op: str, args: list[Any], mode: str, gr
     benchmark.group = group
     benchmark.extra_info.update(provider=provider, op=op, mode=mode, threads=torch.get_num_threads(),
                                 device=str(flat(args)[0].device))
-    rounds = rounds or int(os.environ.get("DIN_FAST_BENCH_ROUNDS", "15"))
+    rounds = rounds or default_rounds(fn)
     benchmark.pedantic(fn, rounds=rounds, warmup_rounds=2, iterations=1)
 
 

@@ -1,5 +1,7 @@
 """Benchmark configuration: the op input builders come from tests/op_inputs.py (one source of inputs
-for tests and benchmarks), and GPU timings synchronise the device."""
+for tests and benchmarks), GPU timings synchronise the device, and the process keeps freed memory as
+``din-fast`` commands do (din_fast/allocator.py), for every provider alike: otherwise each multi-megabyte
+output is a fresh mmap, page-faulted on every call, and the timings measure the kernel's page faults."""
 
 import os
 import sys
@@ -11,6 +13,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
 def pytest_configure(config):
+    from din_fast import allocator
+
+    allocator.keep_freed_memory()
     # pytest-benchmark's default timer measures host time; CUDA work is asynchronous.
     if torch.cuda.is_available():
         def synchronized_timer():
@@ -21,16 +26,7 @@ def pytest_configure(config):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """Record what the numbers depend on besides the CPU: versions, device and thread count."""
-    import din_fast
+    """Record what the numbers depend on besides the CPU: versions, device, thread count, allocator."""
+    from din_fast.bench import versions
 
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu only"
-    machine_info["din_fast"] = {"version": din_fast.__version__, "torch": torch.__version__,
-                                "triton": triton_version, "device": device,
-                                "threads": torch.get_num_threads()}
+    machine_info["din_fast"] = versions()

@@ -5,7 +5,7 @@
 The models' 3x3 convolutions (Cin → Cout): DIN's dense-block convs 64→32 and 224→64 and its 64→64,
 DeFiAN-S's 32→32 (DeFiAN-L's 64→64), on 48² (training patch) and 96² feature maps, batch 1 and 4.
 Environment (comma-separated) narrows or widens them: DIN_FAST_BENCH_CONVS (``cin:cout`` pairs),
-DIN_FAST_BENCH_SIZES, DIN_FAST_BENCH_BATCHES; rounds: DIN_FAST_BENCH_ROUNDS (15).
+DIN_FAST_BENCH_SIZES, DIN_FAST_BENCH_BATCHES; rounds: DIN_FAST_BENCH_ROUNDS (default: benchmarks/common.default_rounds).
 """
 
 from __future__ import annotations

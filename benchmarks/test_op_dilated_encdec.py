@@ -5,7 +5,7 @@ forward+backward, at DeFiAN's feature-map sizes (the LR image: 48² training pat
     python benchmarks/report.py encdec.json          # ratios against the reference, per group
 
 Widen with DIN_FAST_BENCH_ENCDEC_SHAPES (``B×S`` items, comma-separated; default ``1x48,1x128,4x128``)
-and DIN_FAST_BENCH_DTYPE (``float32``); DIN_FAST_BENCH_ROUNDS sets the rounds (default 15).
+and DIN_FAST_BENCH_DTYPE (``float32``); DIN_FAST_BENCH_ROUNDS sets the rounds (default: benchmarks/common.default_rounds).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ _TOP_PAD = 64 << 20  # grow the heap in 64 MiB steps (address space only; pages 
 # The user's own malloc settings win: with any of these set we change nothing.
 _USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_",
                   "GLIBC_TUNABLES", "LD_PRELOAD")
+_applied = False
 
 
 def keep_freed_memory() -> bool:
@@ -42,5 +43,12 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return all(mallopt(param, value) == 1 for param, value in (
+    global _applied
+    _applied = all(mallopt(param, value) == 1 for param, value in (
         (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))
+    return _applied
+
+
+def applied() -> bool:
+    """Whether :func:`keep_freed_memory` has changed this process's malloc settings (benchmark records say so)."""
+    return _applied

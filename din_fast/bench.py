@@ -207,16 +207,45 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def versions() -> dict:
+    """What the timings depend on besides the CPU: din_fast, torch and Triton versions, the device, the
+    torch thread count and whether din_fast's allocator settings are in force (benchmarks/conftest.py
+    records the same for pytest-benchmark runs)."""
+    import din_fast
+    from din_fast import allocator
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu only"
+    return {"version": din_fast.__version__, "torch": torch.__version__, "triton": triton_version,
+            "device": device, "threads": torch.get_num_threads(), "keep_freed_memory": allocator.applied()}
+
+
+def commit_info() -> dict:
+    """The git commit of the din_fast source tree (``id``, ``dirty``), or {} outside a git checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"id": head, "dirty": bool(status.strip())}
+
+
 def to_json(records: Sequence[dict]) -> dict:
     """A pytest-benchmark-compatible document, so ``benchmarks/report.py`` can render it."""
-    import din_fast
-
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu only"
     return {"machine_info": {"node": platform.node(), "cpu": {"brand_raw": _cpu_name(), "count": os.cpu_count()},
-                             "python_version": platform.python_version(),
-                             "din_fast": {"version": din_fast.__version__, "torch": torch.__version__,
-                                          "device": device, "threads": torch.get_num_threads()}},
-            "datetime": time.strftime("%Y-%m-%dT%H:%M:%S"), "benchmarks": list(records)}
+                             "python_version": platform.python_version(), "din_fast": versions()},
+            "commit_info": commit_info(), "datetime": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "benchmarks": list(records)}
 
 
 def format_table(records: Sequence[dict]) -> str:

@@ -48,6 +48,15 @@ def test_large_allocations_come_from_the_heap_after_the_call(glibc):
     assert _probe("keep") == ["True", "False"]
 
 
+def test_applied_reports_the_settings(glibc):
+    code = ("import sys; from din_fast import allocator; a = allocator.applied(); "
+            "print(a, allocator.keep_freed_memory(), allocator.applied())")
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in allocator._USER_SETTINGS}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["False", "True", "True"]
+
+
 def test_user_malloc_settings_win(glibc, monkeypatch):
     import os
     env = dict(os.environ, MALLOC_TOP_PAD_="0")

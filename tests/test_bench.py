@@ -41,6 +41,25 @@ def test_cli_table_and_json(tmp_path, capsys):
     assert providers == {("inference", "reference"), ("inference", "default"), ("inference", "optimized"),
                          ("train", "reference"), ("train", "default")}
     assert all(b["extra_info"]["megapixels"] == pytest.approx(16**2 / 1e6) for b in data["benchmarks"])
+    # what the numbers depend on: versions, threads, the CLI's allocator settings, the commit
+    din = data["machine_info"]["din_fast"]
+    assert din["torch"] == torch.__version__ and din["threads"] == torch.get_num_threads()
+    assert "keep_freed_memory" in din and "triton" in din
+    assert data["commit_info"] == bench.commit_info()
+
+
+def test_commit_info_names_the_checkout(tmp_path, monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    root = Path(bench.__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("din_fast is not a git checkout here")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    info = bench.commit_info()
+    assert info["id"] == head.strip() and isinstance(info["dirty"], bool)
+    monkeypatch.setattr(bench, "__file__", str(tmp_path / "pkg" / "bench.py"))  # not a checkout: no commit
+    assert bench.commit_info() == {}
 
 
 @pytest.mark.parametrize("option, value, message", [("--models", "nope", "unknown model"),
