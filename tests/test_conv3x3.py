@@ -14,8 +14,11 @@ from impl_checks import assert_close_to, check_backward, check_forward, gradchec
 from op_inputs import GRAD_SHAPES, conv3x3_args, requiring_grad
 
 # Odd sizes (partial 4x4 tiles on both axes), B > 1, one row / one column images, a tile-aligned size.
+# Cout <= 4 runs the direct convolution (several 8-row blocks and 64-pixel blocks at 19 x 70), larger Cout
+# Winograd.
 SHAPES = [dict(b=2, cin=5, cout=7, h=9, w=13), dict(b=3, cin=33, cout=16, h=19, w=11),
-          dict(b=2, cin=4, cout=3, h=1, w=9), dict(b=1, cin=3, cout=5, h=7, w=1), dict(b=2, cin=8, cout=8, h=8, w=12)]
+          dict(b=2, cin=4, cout=3, h=1, w=9), dict(b=1, cin=3, cout=5, h=7, w=1), dict(b=2, cin=8, cout=8, h=8, w=12),
+          dict(b=2, cin=6, cout=3, h=19, w=70), dict(b=1, cin=5, cout=1, h=9, w=4)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -47,10 +50,27 @@ def test_strips(monkeypatch, rows, threads):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous", "channel_slice"])
-def test_layouts(layout):
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_direct_rows_over_threads(threads):
+    """Cout <= 4: the direct convolution, 8 output rows per work item; heights that leave a short last block,
+    thread counts that give threads several or no blocks."""
     skip_unless_runs("conv3x3", "cpp", torch.float64)
-    x, w, b = conv3x3_args(b=2, cin=5, cout=4, h=6, w=7)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(threads)
+        args = conv3x3_args(b=2, cin=7, cout=4, h=21, w=9, generator=g)
+        check_forward("conv3x3", "cpp", args, torch.float64)
+        check_backward("conv3x3", "cpp", args, torch.float64, g)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cout", [4, 6])  # direct, Winograd
+@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous", "channel_slice"])
+def test_layouts(layout, cout):
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    x, w, b = conv3x3_args(b=2, cin=5, cout=cout, h=6, w=7)
     if layout == "channel_slice":  # how DIN's dense block reads its buffer: rows contiguous, batch strided
         buf = torch.randn(2, 9, 6, 7, dtype=torch.float64)
         buf[:, :5] = x
@@ -92,7 +112,7 @@ def test_non_finite_input_stays_within_its_tiles(monkeypatch, strip_rows):
     skip_unless_runs("conv3x3", "cpp", torch.float64)
     if strip_rows:
         monkeypatch.setenv("DIN_FAST_CONV3X3_STRIP_ROWS", strip_rows)
-    x, w, b = conv3x3_args(b=1, cin=2, cout=2, h=9, w=10)
+    x, w, b = conv3x3_args(b=1, cin=2, cout=5, h=9, w=10)  # Cout > 4: Winograd
     x[0, 1, 4, 5] = math.inf  # inside the windows of tile rows 0-1 (input rows -1..4, 3..8), tile column 1
     got = run("conv3x3", "cpp", [x, w, b])
     far = torch.ones_like(got, dtype=torch.bool)
@@ -100,6 +120,18 @@ def test_non_finite_input_stays_within_its_tiles(monkeypatch, strip_rows):
     assert not torch.isfinite(got[..., 4, 5]).any()
     assert torch.isfinite(got[far]).all()
     assert_close_to(got[far], F.conv2d(x, w, b, padding=1)[far], torch.float64, 64)
+
+
+def test_non_finite_input_direct():
+    """Cout <= 4 convolves directly: an inf pixel reaches its 3x3 neighbourhood only, as in F.conv2d."""
+    skip_unless_runs("conv3x3", "cpp", torch.float64)
+    x, w, b = conv3x3_args(b=1, cin=2, cout=3, h=9, w=10)
+    x[0, 1, 4, 5] = math.inf
+    got = run("conv3x3", "cpp", [x, w, b])
+    near = torch.zeros_like(got, dtype=torch.bool)
+    near[..., 3:6, 4:7] = True
+    assert not torch.isfinite(got[near]).any()
+    assert_close_to(got[~near], F.conv2d(x, w, b, padding=1)[~near], torch.float64, 64)
 
 
 def test_module_matches_nn_conv2d_and_keeps_its_keys():

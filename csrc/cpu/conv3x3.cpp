@@ -20,6 +20,8 @@
 // 96x96) cost more than the arithmetic: fresh allocations of that size are mmapped, page-faulted and
 // zeroed on every call. DIN's dense block uses the whole-map building blocks (registered below) instead,
 // because there every transformed feature is read by several convs.
+//
+// With Cout <= kDirectMaxCout the forward convolves directly instead (see "direct convolution" below).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -395,6 +397,54 @@ DIN_FAST_MULTIVERSION void kernel_adjoint_block(const double* dU, int64_t pairs,
   kernel_adjoint_t(dU, pairs, begin, end, dw);
 }
 
+// ---- direct convolution for few output channels --------------------------------------------------
+// The models' last conv maps C features to 3 colours at the HR size. There Winograd loses: its GEMMs have
+// Cout rows (a quarter of the GEMM rate at Cout = 3) and the input transform of all C channels costs more
+// than the direct form's 9·C multiply-adds per output value (32 -> 3 at 384², one core: Winograd 9.0 ms,
+// oneDNN 19 ms). At Cout <= kDirectMaxCout the op convolves directly.
+constexpr int64_t kDirectMaxCout = 4;
+constexpr int64_t kDirectRows = 8;    // output rows per work item
+constexpr int64_t kDirectBlock = 64;  // output pixels per accumulator row
+
+// Zero-padded input rows of a work item: (C, rows + 2, W + 2 + kDirectBlock) — one zero column left, the
+// row, then zeros, so every accumulator block reads in bounds.
+int64_t direct_row_length(int64_t W) { return W + 2 + kDirectBlock; }
+
+// Output rows [0, rows) of one image from padded rows P: out[co][r][x] = bias[co] +
+// Σ_c Σ_ky (w[co][c][ky][0] P[c][r + ky][x] + w[co][c][ky][1] P[c][r + ky][x + 1] + w[co][c][ky][2] P[c][r + ky][x + 2]).
+template <typename T>
+DIN_FAST_INLINE void direct_rows_t(const T* P, int64_t C, int64_t rows, int64_t W, int64_t cout, const T* w,
+                                   const T* bias, T* out, int64_t out_sc, int64_t out_sh) {
+  const int64_t R = direct_row_length(W), plane = (rows + 2) * R;
+  alignas(64) T acc[kDirectMaxCout][kDirectBlock];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t x0 = 0; x0 < W; x0 += kDirectBlock) {
+      for (int64_t co = 0; co < cout; ++co) std::fill(acc[co], acc[co] + kDirectBlock, bias[co]);
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t ky = 0; ky < 3; ++ky) {
+          const T* in = P + c * plane + (r + ky) * R + x0;
+          for (int64_t co = 0; co < cout; ++co) {
+            const T* k = w + ((co * C + c) * 3 + ky) * 3;
+            const T k0 = k[0], k1 = k[1], k2 = k[2];
+            T* a = acc[co];
+#pragma omp simd
+            for (int64_t x = 0; x < kDirectBlock; ++x) a[x] += k0 * in[x] + k1 * in[x + 1] + k2 * in[x + 2];
+          }
+        }
+      const int64_t n = std::min(kDirectBlock, W - x0);
+      for (int64_t co = 0; co < cout; ++co) std::copy(acc[co], acc[co] + n, out + co * out_sc + r * out_sh + x0);
+    }
+}
+
+DIN_FAST_MULTIVERSION void direct_rows(const float* P, int64_t C, int64_t rows, int64_t W, int64_t cout,
+                                       const float* w, const float* bias, float* out, int64_t sc, int64_t sh) {
+  direct_rows_t(P, C, rows, W, cout, w, bias, out, sc, sh);
+}
+DIN_FAST_MULTIVERSION void direct_rows(const double* P, int64_t C, int64_t rows, int64_t W, int64_t cout,
+                                       const double* w, const double* bias, double* out, int64_t sc, int64_t sh) {
+  direct_rows_t(P, C, rows, W, cout, w, bias, out, sc, sh);
+}
+
 // ---- whole-tensor passes, parallel over (b, c) planes ---------------------------------------------
 
 // A (B, C, H, W) feature map whose rows are contiguous (W stride 1): NCHW tensors and channel slices.
@@ -727,11 +777,41 @@ void conv3x3_backward_strips(const Geometry& gx, const Geometry& gy, Planes<cons
   }
 }
 
+// The direct convolution (Cout <= kDirectMaxCout), parallel over blocks of kDirectRows output rows.
+template <typename T>
+void conv3x3_direct(const Geometry& gx, Planes<const T> x, const T* w, const T* bias, int64_t cout, Planes<T> y) {
+  const int64_t per_image = (gx.H + kDirectRows - 1) / kDirectRows, R = direct_row_length(gx.W);
+  at::parallel_for(0, gx.B * per_image, 1, [&](int64_t begin, int64_t end) {
+    T* P = thread_buffer<T, 3>(gx.C * (kDirectRows + 2) * R);
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t b = j / per_image, y0 = (j % per_image) * kDirectRows;
+      const int64_t rows = std::min(kDirectRows, gx.H - y0), plane = (rows + 2) * R;
+      for (int64_t c = 0; c < gx.C; ++c)
+        for (int64_t p = 0; p < rows + 2; ++p) {  // padded row p is image row y0 + p - 1
+          T* row = P + c * plane + p * R;
+          const int64_t yy = y0 + p - 1;
+          std::fill(row, row + R, T(0));
+          if (yy >= 0 && yy < gx.H) std::copy(x.plane(b, c) + yy * x.sh, x.plane(b, c) + yy * x.sh + gx.W, row + 1);
+        }
+      direct_rows(P, gx.C, rows, gx.W, cout, w, bias, y.plane(b, 0) + y0 * y.sh, y.sc, y.sh);
+    }
+  });
+}
+
 at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   check_args(x, weight, bias);
-  const at::Tensor xr = with_contiguous_rows(x), b = bias.contiguous(), U = winograd_kernel(weight);
+  const at::Tensor xr = with_contiguous_rows(x), b = bias.contiguous();
   at::Tensor y = at::empty({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
   const Geometry gx(x.size(0), x.size(1), x.size(2), x.size(3)), gy(y.size(0), y.size(1), y.size(2), y.size(3));
+  if (gy.C <= kDirectMaxCout) {
+    const at::Tensor w = weight.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_cpu", [&] {
+      conv3x3_direct(gx, planes_of<const scalar_t>(xr), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), gy.C,
+                     planes_of<scalar_t>(y));
+    });
+    return y;
+  }
+  const at::Tensor U = winograd_kernel(weight);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_cpu", [&] {
     conv3x3_strips(gx, gy, planes_of<const scalar_t>(xr), U, b.data_ptr<scalar_t>(), planes_of<scalar_t>(y));
   });

@@ -14,6 +14,12 @@ inside the models' tolerance. The backward is the adjoint of the same transforms
 from a direct convolution: an inf/NaN input pixel makes the whole 4x4 output tiles whose windows
 contain it non-finite (not just its 3x3 neighbourhood).
 
+With at most 4 output channels (the models' last conv, C features → 3 colours at the HR size) the forward
+convolves directly instead: Winograd's GEMMs would have only Cout rows and its input transform of all C
+channels would cost more than the 9·C multiply-adds per output value (32 → 3 at 384², one core: ~2.8× faster
+than oneDNN, where Winograd was ~2×). Its rounding is a direct convolution's and an inf/NaN reaches only the
+3x3 neighbourhood; its backward is the Winograd backward of the same convolution.
+
 The op works strip by strip (a few tile rows of one image per thread at a time, in buffers each thread
 keeps between calls), so the Winograd-domain data is never materialised for the whole map: at 96×96 the
 whole-map buffers' page faults alone cost more than the arithmetic. ``DIN_FAST_CONV3X3_STRIP_ROWS=n`` forces
