@@ -114,18 +114,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_case(case: Case, rounds: int, warmup: int = 1) -> list[float]:
-    """Seconds per call for ``rounds`` calls after ``warmup`` untimed ones (compilation included there)."""
-    fn = build(case)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        _sync(case.device)
-        start = time.perf_counter()
-        fn()
-        _sync(case.device)
-        times.append(time.perf_counter() - start)
+def time_group(cases: Sequence[Case], rounds: int, warmup: int = 1) -> list[list[float]]:
+    """Seconds per call of each case, after ``warmup`` untimed calls each (compilation included there).
+
+    The cases are timed interleaved: each round calls every case once, in an order that rotates between
+    rounds, so a drift of the machine's speed (other processes, clock changes) hits every case alike
+    instead of whichever case was being timed during it. Timed one case after another, the same build's
+    ratios swung by ±30 % between runs on the 2-core VM.
+    """
+    fns = [build(case) for case in cases]
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in cases]
+    for r in range(rounds):
+        for k in range(len(cases)):
+            i = (r + k) % len(cases)
+            _sync(cases[i].device)
+            start = time.perf_counter()
+            fns[i]()
+            _sync(cases[i].device)
+            times[i].append(time.perf_counter() - start)
     return times
 
 
@@ -178,22 +187,30 @@ def _threads(n: int | None) -> Iterator[None]:
 
 def run(cases: Sequence[Case], rounds: int = 5, memory: bool = False, threads: int | None = None,
         progress: bool = True) -> list[dict]:
-    """Time every case; return pytest-benchmark-style records (``group``, ``stats``, ``extra_info``)."""
+    """Time every case; return pytest-benchmark-style records (``group``, ``stats``, ``extra_info``), in
+    the order of ``cases``. The cases of one group (the providers of one model, mode and size) are timed
+    interleaved (:func:`time_group`)."""
     from tqdm import tqdm
 
-    records = []
-    with _threads(threads):
-        for case in tqdm(cases, desc="bench", disable=not progress, unit="case"):
-            times = time_case(case, rounds)
-            q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-            extra = {**asdict(case), "megapixels": case.megapixels, "threads": torch.get_num_threads()}
-            if memory:
-                extra["peak_mib"] = peak_memory_mib(case)
-            records.append({"name": f"{case.group} [{case.provider}]", "group": case.group,
-                            "stats": {"median": statistics.median(times), "iqr": q[2] - q[0],
-                                      "min": min(times), "rounds": len(times)},
-                            "extra_info": extra})
-    return records
+    groups: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        groups.setdefault(case.group, []).append(i)
+    records: list[dict | None] = [None] * len(cases)
+    with _threads(threads), tqdm(total=len(cases), desc="bench", disable=not progress, unit="case") as bar:
+        for members in groups.values():
+            group_times = time_group([cases[i] for i in members], rounds)
+            for i, times in zip(members, group_times):
+                case = cases[i]
+                q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+                extra = {**asdict(case), "megapixels": case.megapixels, "threads": torch.get_num_threads()}
+                if memory:
+                    extra["peak_mib"] = peak_memory_mib(case)
+                records[i] = {"name": f"{case.group} [{case.provider}]", "group": case.group,
+                              "stats": {"median": statistics.median(times), "iqr": q[2] - q[0],
+                                        "min": min(times), "rounds": len(times)},
+                              "extra_info": extra}
+            bar.update(len(members))
+    return [r for r in records if r is not None]
 
 
 def _cpu_name() -> str:

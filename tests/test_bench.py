@@ -19,6 +19,27 @@ def test_train_step_updates_weights_and_inference_does_not():
     assert losses[0] != losses[-1]  # Adam steps change the model, hence the loss on the fixed batch
 
 
+def test_cases_of_a_group_are_timed_interleaved(monkeypatch):
+    """Every round calls each provider once, in an order that rotates, after each one's warm-up."""
+    calls = []
+    monkeypatch.setattr(bench, "build", lambda case: lambda: calls.append(case.provider))
+    cases = [bench.Case("defian-s", 2, 8, "inference", p) for p in ("reference", "compiled", "default")]
+    times = bench.time_group(cases, rounds=3, warmup=1)
+    assert calls == ["reference", "compiled", "default",  # warm-up
+                     "reference", "compiled", "default", "compiled", "default", "reference",
+                     "default", "reference", "compiled"]
+    assert [len(t) for t in times] == [3, 3, 3] and all(x >= 0 for t in times for x in t)
+
+
+def test_run_keeps_the_order_of_the_cases(monkeypatch):
+    monkeypatch.setattr(bench, "build", lambda case: lambda: None)
+    cases = [bench.Case("defian-s", 2, s, "inference", p) for s in (8, 12) for p in ("reference", "default")]
+    records = bench.run(cases[::-1], rounds=2, progress=False)
+    assert [(r["extra_info"]["size"], r["extra_info"]["provider"]) for r in records] == \
+        [(c.size, c.provider) for c in cases[::-1]]
+    assert all(r["stats"]["rounds"] == 2 for r in records)
+
+
 def test_cpu_peak_memory_counts_live_tensors():
     def allocate() -> None:
         a = torch.empty(2**20, dtype=torch.float32)  # 4 MiB
