@@ -75,17 +75,26 @@ Strip whole_plane(const Geometry& g) { return {0, g.nh, g.plane_tiles(), g.tiles
 
 // ---- forward transforms --------------------------------------------------------------------------
 
+// Image rows y_first .. y_first + rows - 1 of an H x W plane into P, R values per row: a zero column, the
+// image row, zeros up to R (rows outside the image all zeros). The input transform's and the direct
+// convolution's zero padding.
+template <typename T>
+DIN_FAST_INLINE void padded_rows(const T* plane, int64_t row_stride, int64_t H, int64_t W, int64_t y_first,
+                                 int64_t rows, int64_t R, T* P) {
+  std::fill(P, P + rows * R, T(0));
+  for (int64_t p = 0; p < rows; ++p) {
+    const int64_t y = y_first + p;
+    if (y >= 0 && y < H) std::copy(plane + y * row_stride, plane + y * row_stride + W, P + p * R + 1);
+  }
+}
+
 // V[e][c][t0 + n] for every tile of strip s of plane (b, c). x rows are contiguous (stride 1 along W).
 // P: (4 s.rows() + 2) padded rows; Y: 6 buffers of s.flat().
 template <typename T>
 DIN_FAST_INLINE void input_transform_plane_t(const Geometry& g, const Strip& s, const T* plane, int64_t row_stride,
                                              T* P, T* Y, T* V, int64_t c, int64_t t0) {
   const int64_t R = g.row(), rows = kOut * s.rows() + 2, NT = s.nt, n_end = s.n, F = s.flat();
-  std::fill(P, P + rows * R, T(0));
-  for (int64_t p = 0; p < rows; ++p) {  // padded row p is image row 4 th0 + p - 1
-    const int64_t y = kOut * s.th0 + p - 1;
-    if (y >= 0 && y < g.H) std::copy(plane + y * row_stride, plane + y * row_stride + g.W, P + p * R + 1);
-  }
+  padded_rows(plane, row_stride, g.H, g.W, kOut * s.th0 - 1, rows, R, P);
   for (int64_t th = 0; th < s.rows(); ++th) {  // along y: Y[k][th][x] = (Bᵀ P[4th .. 4th+5][x])[k]
     const T* d0 = P + kOut * th * R;
     const T *d1 = d0 + R, *d2 = d1 + R, *d3 = d2 + R, *d4 = d3 + R, *d5 = d4 + R;
@@ -786,13 +795,8 @@ void conv3x3_direct(const Geometry& gx, Planes<const T> x, const T* w, const T* 
     for (int64_t j = begin; j < end; ++j) {
       const int64_t b = j / per_image, y0 = (j % per_image) * kDirectRows;
       const int64_t rows = std::min(kDirectRows, gx.H - y0), plane = (rows + 2) * R;
-      for (int64_t c = 0; c < gx.C; ++c)
-        for (int64_t p = 0; p < rows + 2; ++p) {  // padded row p is image row y0 + p - 1
-          T* row = P + c * plane + p * R;
-          const int64_t yy = y0 + p - 1;
-          std::fill(row, row + R, T(0));
-          if (yy >= 0 && yy < gx.H) std::copy(x.plane(b, c) + yy * x.sh, x.plane(b, c) + yy * x.sh + gx.W, row + 1);
-        }
+      for (int64_t c = 0; c < gx.C; ++c)  // padded row p is image row y0 + p - 1
+        padded_rows(x.plane(b, c), x.sh, gx.H, gx.W, y0 - 1, rows + 2, R, P + c * plane);
       direct_rows(P, gx.C, rows, gx.W, cout, w, bias, y.plane(b, 0) + y0 * y.sh, y.sc, y.sh);
     }
   });
