@@ -11,7 +11,9 @@ Run directory (``out``)::
     last.safetensors   weights of the newest complete checkpoint (din_fast.load_model reads it)
     best.safetensors   weights with the best validation Y-PSNR so far (when validating)
     state.pt           resume state: model, optimiser, scheduler, grad scaler, step, RNG states, sampler
-                       position, best PSNR; self-contained, so a kill between the two writes is harmless
+                       position, best PSNR, elapsed seconds; self-contained, so a kill between the two
+                       writes is harmless; plain data and tensors only, read with weights_only=True
+                       (din_fast.resume_state), so a planted state.pt cannot run code
     log.csv            step, loss (mean over the logging interval), learning rate, val PSNR, elapsed s
     plot.png           loss and validation PSNR against the step
 
@@ -34,7 +36,6 @@ import csv
 import dataclasses
 import json
 import os
-import random
 import sys
 import time
 import warnings
@@ -54,10 +55,10 @@ from din_fast.metrics import psnr, quantize
 from din_fast.models.blocks import SRModel
 from din_fast.models.native import save_model
 from din_fast.models.registry import create_model
+from din_fast.resume_state import STATE_FORMAT, load_state, rng_state, save_state, set_rng_state
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_config", "add_arguments", "config_from_args", "main"]
 
-STATE_FORMAT = 1
 SCHEDULES = ("none", "step", "multistep")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -270,21 +271,6 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def _model_identity(model: SRModel) -> dict[str, Any]:
     return {"name": model.model_name, "scale": model.scale, "config": model.config}
 
@@ -394,11 +380,9 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and amp_dtype == torch.float16)
 
     step, best_psnr, global_batch = 0, None, config.batch * world_size
-    next_sample = 0
+    next_sample, elapsed_before = 0, 0.0
     if config.resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{state_path}: unknown resume-state format {state.get('format')!r}")
+        state = load_state(state_path)
         ours, theirs = _model_identity(model), state["model_identity"]
         if ours != theirs:
             raise ValueError(f"{state_path} is a checkpoint of {theirs['name']} x{theirs['scale']} "
@@ -408,8 +392,9 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], device)
+        set_rng_state(state["rng"], device)
         step, best_psnr, next_sample = state["step"], state["best_psnr"], state["next_sample"]
+        elapsed_before = float(state["elapsed_s"])
         if state["global_batch"] != global_batch and main_rank:
             warnings.warn(f"global batch changed from {state['global_batch']} to {global_batch}: the data "
                           f"stream continues at sample {next_sample}", stacklevel=2)
@@ -443,14 +428,11 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
     def checkpoint() -> None:
         extra = {"step": step, "train": {"degradation": config.degradation, "patch": config.patch}}
         save_model(model, str(run_dir / "last.safetensors"), extra=extra)
-        state = {"format": STATE_FORMAT, "step": step, "model_identity": _model_identity(model),
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(device),
-                 "next_sample": next_sample, "global_batch": global_batch, "best_psnr": best_psnr}
-        with atomic_path(state_path) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)  # a file object: torch.save would name its zip records after the temp path
-            f.flush()
-            os.fsync(f.fileno())
+        save_state(state_path, {
+            "format": STATE_FORMAT, "step": step, "model_identity": _model_identity(model),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(device), "next_sample": next_sample,
+            "global_batch": global_batch, "best_psnr": best_psnr, "elapsed_s": elapsed()})
         log.plot()
 
     from tqdm import tqdm
@@ -458,6 +440,10 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
     bar = tqdm(total=config.steps, initial=step, disable=not main_rank, desc="train", unit="step",
                dynamic_ncols=True, file=sys.stderr)
     start_time, loss_sum, loss_count, last_loss = time.perf_counter(), torch.zeros((), device=device), 0, None
+
+    def elapsed() -> float:
+        """Training seconds of the whole run, the resumed-from runs' included."""
+        return elapsed_before + time.perf_counter() - start_time
     it = iter(loader)
     model.train()
     try:
@@ -502,8 +488,7 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
                     best_psnr = val_psnr
                     save_model(model, str(run_dir / "best.safetensors"), extra={"step": step, "val_psnr": val_psnr})
             if main_rank and (do_log or val_psnr is not None):
-                log.write(step, last_loss if do_log else None, learning_rate, val_psnr,
-                          time.perf_counter() - start_time)
+                log.write(step, last_loss if do_log else None, learning_rate, val_psnr, elapsed())
             if main_rank and ((config.ckpt_every and step % config.ckpt_every == 0) or final):
                 checkpoint()
             if world_size > 1 and (val_step or final):

@@ -98,7 +98,7 @@ def test_run_directory_and_checkpoint_round_trip(tmp_path):
     best_header = din_fast.models.native.read_header(str(run / "best.safetensors"))
     assert best_header["extra"]["val_psnr"] == result.best_psnr
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    state = torch.load(run / "state.pt", weights_only=False)
+    state = torch.load(run / "state.pt", weights_only=True)
     assert state["step"] == 5 and state["next_sample"] == 10
     assert state["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.99)
 
@@ -116,7 +116,7 @@ def test_config_file_and_flags(tmp_path, capsys):
     assert "trained din x2 to step 2" in capsys.readouterr().out
     # Resuming picks the saved configuration up; only the new step count is given.
     assert cli_main(["train", "--out", str(out), "--resume", "--steps", "3"]) == 0
-    assert torch.load(out / "state.pt", weights_only=False)["step"] == 3
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 3
     assert [int(r["step"]) for r in read_log(out)] == [2, 3]  # log_every 100: only the final steps
 
 
@@ -165,7 +165,7 @@ def test_kill_and_resume_reaches_the_same_weights(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
-    step = torch.load(killed / "state.pt", weights_only=False)["step"]
+    step = torch.load(killed / "state.pt", weights_only=True)["step"]
     assert 2 <= step < 100000
     target = str(step + 3)
     # The resumed and the reference run go in-process, with 0 workers: the stream does not depend on it.
@@ -218,3 +218,82 @@ def test_a_fresh_process_loads_the_extension_too():
                           "else din_fast._extension.load_error())"], env=subprocess_env(), capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+class _CreatesAFile:
+    """Unpickling this object (pickle's __reduce__ protocol) calls open(marker, "w"): a stand-in for any
+    code a planted state.pt could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_resume_refuses_a_planted_state_and_runs_nothing(tmp_path, capsys):
+    """A state.pt with an object whose unpickling runs code: resume refuses it in one line naming the
+    file, and neither the object's code nor the run (config, log, checkpoints) is touched."""
+    config = tiny_config(tmp_path, steps=1)
+    train(config)
+    run = Path(config.out)
+    marker = tmp_path / "code-ran"
+    torch.save({"format": 2, "step": 1, "rng": {"numpy": _CreatesAFile(marker)}}, run / "state.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(ValueError, match=r"state\.pt: refused to load: .*io\.open") as info:
+        train(tiny_config(tmp_path, steps=2, resume=True))
+    assert "\n" not in str(info.value)
+    capsys.readouterr()
+    code = cli_main(["train", "--out", str(run), "--resume", "--steps", "2"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "refused to load" in err and str(run / "state.pt") in err
+    assert not marker.exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_state_is_plain_data(tmp_path):
+    """state.pt loads with weights_only=True; the RNG states are tensors and restore the same draws."""
+    import random
+
+    from din_fast.resume_state import rng_state, set_rng_state
+
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.standard_normal()  # a cached Gaussian in numpy's state
+    saved = rng_state(torch.device("cpu"))
+    torch.save(saved, tmp_path / "rng.pt")
+    expected = (torch.rand(3), np.random.standard_normal(3), [random.random() for _ in range(3)])
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.standard_normal(3), expected[1])
+    assert [random.random() for _ in range(3)] == expected[2]
+    assert isinstance(saved["numpy"]["key"], torch.Tensor) and isinstance(saved["python"]["words"], torch.Tensor)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a zip", "not a readable resume state"),
+    (None, "format 1; this version reads 2"),
+    ([1, 2], "not a din_fast resume state"),
+])
+def test_resume_refuses_unusable_states(tmp_path, content, message):
+    from din_fast.resume_state import load_state
+
+    path = tmp_path / "state.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save({"format": 1} if content is None else content, path)
+    with pytest.raises(ValueError, match=message):
+        load_state(path)
+
+
+def test_elapsed_continues_across_resumes(tmp_path, monkeypatch):
+    """log.csv's elapsed_s counts the run's training time, the interrupted part included. A fake clock
+    (10 s a reading) makes it deterministic."""
+    clock = iter(range(0, 10**6, 10))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
+    train(tiny_config(tmp_path, steps=2))
+    train(tiny_config(tmp_path, steps=4, resume=True))
+    elapsed = [float(r["elapsed_s"]) for r in read_log(tmp_path / "run")]
+    assert len(elapsed) == 4 and elapsed == sorted(elapsed) and len(set(elapsed)) == 4
