@@ -22,6 +22,10 @@ complete checkpoint. The data stream is a pure function of ``(seed, sample numbe
 so ``--resume`` continues exactly where the checkpoint was taken: on CPU with a fixed seed a resumed
 run reaches the same weights as an uninterrupted one.
 
+Fine-tuning: ``--init WEIGHTS`` starts a new run from a din_fast weights file of the same model,
+copying every tensor whose name and shape match (an x2 model's body for an x3 or x4 run: only the
+upsampler and output layers that differ keep their seeded initialisation). ``--resume`` ignores it.
+
 Distributed: under torchrun (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel (NCCL
 on GPU, gloo on CPU); ``batch`` is the per-process batch, rank ``r`` takes the ``r``-th chunk of each
 global batch (``StepSampler``), the logged loss is the mean over all ranks, and only rank 0 validates,
@@ -57,7 +61,8 @@ from din_fast.models.native import save_model
 from din_fast.models.registry import create_model
 from din_fast.resume_state import STATE_FORMAT, load_state, rng_state, save_state, set_rng_state
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_config", "add_arguments", "config_from_args", "main"]
+__all__ = ["TrainConfig", "TrainResult", "train", "init_from", "load_config", "add_arguments", "config_from_args",
+           "main"]
 
 SCHEDULES = ("none", "step", "multistep")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -99,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     model_args: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None        # din_fast weights file to start from (fine-tuning; not on --resume)
     resume: bool = False
 
     def validate(self) -> None:
@@ -206,6 +212,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--val-lr", default=S, help="folder of validation LR images")
     a("--out", default=S, help="run directory")
     a("--resume", action="store_true", default=S, help="continue the run in --out from its last checkpoint")
+    a("--init", default=S, metavar="WEIGHTS",
+      help="start from this din_fast weights file: every parameter whose name and shape match is copied "
+           "(e.g. an x2 model's body for x3 or x4); the rest keep their seeded initialisation")
     a("--degradation", choices=("BI", "BD", "DN"), default=S, help="on-the-fly LR degradation (BI)")
     a("--noise-sigma", type=float, default=S, help="DN noise std on the 0-255 scale (30)")
     a("--steps", type=int, default=S, help="total optimiser steps (1000)")
@@ -269,6 +278,26 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
+
+
+def init_from(model: SRModel, path: str | os.PathLike) -> list[str]:
+    """Copy into ``model`` every tensor of the din_fast weights file ``path`` whose name and shape match
+    (same model family; the scale may differ). Returns the names of ``model``'s tensors left as they were.
+
+    Raises:
+        ValueError: ``path`` is for another model, or no tensor matches.
+    """
+    from din_fast.models.native import load_model
+
+    source = load_model(str(path))
+    if source.model_name != model.model_name:
+        raise ValueError(f"--init {path}: weights of {source.model_name}, but this run trains {model.model_name}")
+    theirs, ours = source.state_dict(), model.state_dict()
+    matched = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"--init {path}: no tensor matches {model.model_name} x{model.scale} {model.config}")
+    model.load_state_dict(matched, strict=False)
+    return sorted(ours.keys() - matched.keys())
 
 
 def _model_identity(model: SRModel) -> dict[str, Any]:
@@ -367,7 +396,13 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
         raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
 
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = create_model(config.model, config.scale, **config.model_args).to(device)
+    model = create_model(config.model, config.scale, **config.model_args)
+    if config.init and not config.resume:
+        kept = init_from(model, config.init)
+        if main_rank and kept:
+            print(f"din-fast train: --init {config.init}: {len(kept)} tensor(s) keep their initialisation "
+                  f"({', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''})", file=sys.stderr)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=tuple(config.betas),
                                  eps=config.eps, weight_decay=config.weight_decay)
     if config.schedule == "step":

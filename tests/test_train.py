@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 
 import din_fast
 from din_fast.cli import main as cli_main
-from din_fast.train import TrainConfig, load_config, train
+from din_fast.train import TrainConfig, init_from, load_config, train
 
 TINY_DIN = dict(num_features=8, growth_rate=4, branches=2, blocks=2, rdbs=1, reduction=2)
 TINY_DIN_ARGS = [a for k, v in TINY_DIN.items() for a in ("--model-arg", f"{k}={v}")]
@@ -101,6 +102,41 @@ def test_run_directory_and_checkpoint_round_trip(tmp_path):
     state = torch.load(run / "state.pt", weights_only=True)
     assert state["step"] == 5 and state["next_sample"] == 10
     assert state["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.99)
+
+
+def test_init_copies_the_matching_tensors_of_another_scale(tmp_path):
+    """--init: an x4 run starts from an x2 model's tensors wherever name and shape match; the x4-only
+    upsampler stage keeps the seeded initialisation; --resume ignores --init."""
+    args = dict(channels=16, rcabs=1, modules=1)
+    x2 = din_fast.create_model("defian-s", 2, **args)
+    with torch.no_grad():
+        for p in x2.parameters():
+            p.add_(1.0)  # nothing like a fresh initialisation
+    path = tmp_path / "x2.safetensors"
+    din_fast.models.native.save_model(x2, str(path))
+    config = tiny_config(tmp_path, model="defian-s", scale=4, patch=4, steps=1, learning_rate=1e-12,
+                         model_args=args, init=str(path), hr=str(make_images(tmp_path / "hr4", 2, (24, 24))))
+    trained = train(config).model.state_dict()
+    torch.manual_seed(config.seed)
+    fresh = din_fast.create_model("defian-s", 4, **args).state_dict()
+    source = x2.state_dict()
+    assert {k for k in trained if k not in source or source[k].shape != trained[k].shape} == {"upscale.2.weight"}
+    for key, value in trained.items():
+        expected = fresh[key] if key == "upscale.2.weight" else source[key]
+        assert torch.allclose(value, expected, atol=1e-6), key
+    # A resumed run loads its own state, not the --init file.
+    resumed = train(dataclasses.replace(config, steps=2, resume=True, init=str(tmp_path / "missing"))).model
+    assert resumed.state_dict().keys() == trained.keys()
+
+
+def test_init_errors(tmp_path):
+    other = din_fast.create_model("din", 2, **TINY_DIN)
+    path = tmp_path / "din.safetensors"
+    din_fast.models.native.save_model(other, str(path))
+    with pytest.raises(ValueError, match="weights of din, but this run trains defian-s"):
+        init_from(din_fast.create_model("defian-s", 2, channels=16, rcabs=1, modules=1), path)
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        init_from(other, tmp_path / "missing.safetensors")
 
 
 def test_config_file_and_flags(tmp_path, capsys):
