@@ -3,8 +3,7 @@
 from din_fast import _extension  # noqa: F401  (load the C++ kernels before the ops register)
 from din_fast import ops
 from din_fast.backends import get_backend, set_backend, use_backend
-from din_fast.fast_inference import OptimizedModel, optimize
-from din_fast.inference import upscale
+from din_fast.inference import OptimizedModel, optimize, upscale
 from din_fast.models import (CIRN, DIN, DRFN, CheckpointError, DeFiAN, SRModel, create_model, from_official,
                              list_models, load_model)
 

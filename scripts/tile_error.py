@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 import din_fast
-from din_fast.degrade import imresize
-from din_fast.metrics import psnr, quantize
-from din_fast.pretrained import load_weights
+from din_fast.inference.metrics import psnr, quantize
+from din_fast.io.degrade import imresize
+from din_fast.models.pretrained import load_weights
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import din_fast
-from din_fast.degrade import imresize
-from din_fast.metrics import psnr, quantize
+from din_fast.inference.metrics import psnr, quantize
+from din_fast.io.degrade import imresize
 from din_fast.models.native import save_model
 
 MODEL = "defian-s"

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from din_fast.train import add_arguments, config_from_args, train
+from din_fast.train.trainer import add_arguments, config_from_args, train
 
 parser = argparse.ArgumentParser()
 add_arguments(parser)

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from din_fast._atomic import atomic_path
+from din_fast.io.atomic import atomic_path
 
 
 def test_success_renames_with_umask_permissions(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for din_fast.data: on-the-fly degradations, pairing, sampling, augmentation and bad input."""
+"""Tests for din_fast.train.data: on-the-fly degradations, pairing, sampling, augmentation and bad input."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from din_fast.data import SRDataset, StepSampler, augment, load_validation_pairs, modcrop
-from din_fast.degrade import bicubic_degrade, blur_degrade, gaussian_kernel
+from din_fast.io.degrade import bicubic_degrade, blur_degrade, gaussian_kernel
+from din_fast.train.data import SRDataset, StepSampler, augment, load_validation_pairs, modcrop
 
 
 def write_images(folder: Path, shapes: list[tuple[int, int]], seed: int = 0, names: list[str] | None = None) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tests for din_fast.degrade: MATLAB bicubic imresize and the BI / BD / DN degradations.
+"""Tests for din_fast.io.degrade: MATLAB bicubic imresize and the BI / BD / DN degradations.
 
 The imresize oracle below is written independently of the library, with scalar loops in MATLAB's
 1-based convention and an explicit reflect-until-inside border rule.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from din_fast.degrade import (
+from din_fast.io.degrade import (
     bicubic_degrade,
     blur_degrade,
     gaussian_kernel,

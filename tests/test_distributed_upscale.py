@@ -12,7 +12,7 @@ from PIL import Image
 
 import din_fast
 from din_fast import create_model, load_model
-from din_fast.imageio import read_image
+from din_fast.io.images import read_image
 from din_fast.models.native import save_model
 
 

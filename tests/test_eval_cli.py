@@ -12,9 +12,9 @@ from PIL import Image
 
 from din_fast import create_model, load_model
 from din_fast.cli import main
-from din_fast.degrade import imresize, round_uint8
-from din_fast.eval_command import evaluate
-from din_fast.metrics import psnr, quantize, ssim
+from din_fast.cli.evaluate import evaluate
+from din_fast.inference.metrics import psnr, quantize, ssim
+from din_fast.io.degrade import imresize, round_uint8
 from din_fast.models.native import save_model
 
 TINY_DIN = dict(num_features=8, growth_rate=4, branches=2, blocks=1, rdbs=2)

@@ -1,4 +1,4 @@
-"""din_fast.imageio: formats, 16-bit PNG, grey and alpha, EXIF orientation, atomic writes."""
+"""din_fast.io.images: formats, 16-bit PNG, grey and alpha, EXIF orientation, atomic writes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from din_fast.imageio import find_images, read_image, write_image
+from din_fast.io.images import find_images, read_image, write_image
 
 
 def _png16_bytes(arr: np.ndarray) -> bytes:

@@ -8,7 +8,7 @@ from torch import nn
 
 import din_fast
 from din_fast import create_model, upscale
-from din_fast.inference import tile_grid
+from din_fast.inference.tiling import tile_grid
 
 
 class LocalNet(nn.Module):

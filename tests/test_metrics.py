@@ -1,4 +1,4 @@
-"""Tests for din_fast.metrics: Y-channel PSNR / SSIM (MATLAB / BasicSR conventions) and quantisation.
+"""Tests for din_fast.inference.metrics: Y-channel PSNR / SSIM (MATLAB / BasicSR conventions) and quantisation.
 
 The SSIM oracle below is written independently: it filters every pixel with an explicit 11x11 window
 and reflect-101 border indices (cv2.filter2D's default), then keeps the [5:-5, 5:-5] crop.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from din_fast.metrics import psnr, quantize, rgb_to_y, ssim
+from din_fast.inference.metrics import psnr, quantize, rgb_to_y, ssim
 
 
 # ---------------------------------------------------------------------------- oracles

@@ -11,7 +11,7 @@ from torch import nn
 import din_fast
 from din_fast import create_model
 from din_fast.models.din import DINRestoration
-from din_fast.train import TrainConfig, train
+from din_fast.train.trainer import TrainConfig, train
 
 TINY = dict(num_features=8, growth_rate=4, branches=2, blocks=2, rdbs=1, reduction=2)
 TASKS = ("deblur", "dehaze", "derain")

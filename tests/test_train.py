@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import din_fast
 from din_fast.cli import main as cli_main
-from din_fast.train import TrainConfig, init_from, load_config, train
+from din_fast.train.trainer import TrainConfig, init_from, load_config, train
 
 TINY_DIN = dict(num_features=8, growth_rate=4, branches=2, blocks=2, rdbs=1, reduction=2)
 TINY_DIN_ARGS = [a for k, v in TINY_DIN.items() for a in ("--model-arg", f"{k}={v}")]
@@ -291,7 +291,7 @@ def test_resume_state_is_plain_data(tmp_path):
     """state.pt loads with weights_only=True; the RNG states are tensors and restore the same draws."""
     import random
 
-    from din_fast.resume_state import rng_state, set_rng_state
+    from din_fast.train.resume_state import rng_state, set_rng_state
 
     torch.manual_seed(1)
     np.random.seed(2)
@@ -313,7 +313,7 @@ def test_resume_state_is_plain_data(tmp_path):
     ([1, 2], "not a din_fast resume state"),
 ])
 def test_resume_refuses_unusable_states(tmp_path, content, message):
-    from din_fast.resume_state import load_state
+    from din_fast.train.resume_state import load_state
 
     path = tmp_path / "state.pt"
     if isinstance(content, bytes):

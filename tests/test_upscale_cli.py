@@ -14,11 +14,11 @@ from PIL import Image
 import din_fast
 from din_fast import create_model, load_model
 from din_fast.cli import main
-from din_fast.degrade import imresize
-from din_fast.imageio import read_image, write_image
+from din_fast.cli.upscale import plan, shard
+from din_fast.io.degrade import imresize
+from din_fast.io.images import read_image, write_image
 from din_fast.models.native import save_model
-from din_fast.pretrained import WEIGHTS_DIR, default_weights, load_weights, resolve_model
-from din_fast.upscale_command import plan, shard
+from din_fast.models.pretrained import WEIGHTS_DIR, default_weights, load_weights, resolve_model
 
 TINY_DIN = dict(num_features=8, growth_rate=4, branches=2, blocks=1, rdbs=2)
 
@@ -238,7 +238,7 @@ def test_official_checkpoint_is_detected(tmp_path):
 
 
 def test_missing_default_weights_error_names_the_file(monkeypatch, tmp_path):
-    monkeypatch.setattr("din_fast.pretrained.WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr("din_fast.models.pretrained.WEIGHTS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"default_x3\.safetensors is missing; pass --weights"):
         default_weights(3)
     with pytest.raises(FileNotFoundError, match="default_x4"):

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from din_fast._atomic import atomic_path
+from din_fast.io.atomic import atomic_path
 from din_fast.models.blocks import SRModel
 
 HEADER_KEY = "din_fast"

@@ -23,7 +23,7 @@ from din_fast.models.official import from_official
 
 __all__ = ["DEFAULT_SCALE", "WEIGHTS_DIR", "default_weights", "load_weights", "resolve_model"]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # the scale ``din-fast upscale`` uses when neither --scale nor --weights says
 DEFAULT_SCALE = 4
 

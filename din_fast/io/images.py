@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from din_fast._atomic import atomic_path
+from din_fast.io.atomic import atomic_path
 
 __all__ = ["FORMATS", "ImageData", "find_images", "format_for", "read_image", "write_image"]
 

@@ -1,12 +1,12 @@
 """``din-fast eval``: PSNR / SSIM of a model on a folder of high-resolution images, as the SR papers
-measure them (``din_fast.metrics``: MATLAB luma, uint8 quantisation, ``scale``-pixel border crop,
+measure them (``din_fast.inference.metrics``: MATLAB luma, uint8 quantisation, ``scale``-pixel border crop,
 11 x 11 Gaussian SSIM).
 
 For each HR image (sorted): the HR is cropped to a multiple of the scale ("modcrop"); the LR input is
 the matching file of ``--lr`` (same stem, or the stem followed by ``x{s}`` / ``_x{s}``; the HR is then
 cropped to ``scale`` x the LR's size), or, without ``--lr``, ``round_uint8(imresize(HR, 1/scale))`` —
-MATLAB's ``imresize(HR, 1/scale, 'bicubic')`` on uint8 (``din_fast.degrade``). The SR output is quantised
-with ``din_fast.metrics.quantize`` and compared with the HR on the Y channel. ``--bicubic`` adds the
+MATLAB's ``imresize(HR, 1/scale, 'bicubic')`` on uint8 (``din_fast.io.degrade``). The SR output is quantised
+with ``din_fast.inference.metrics.quantize`` and compared with the HR on the Y channel. ``--bicubic`` adds the
 baseline of MATLAB bicubic upscaling of the same LR (``round_uint8(imresize(LR, scale))``). Grey images
 are compared as RGB with equal channels; 16-bit images are measured at 8 bits, as the metrics define.
 """
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of matching LR images (default: MATLAB bicubic of HR)")
     parser.add_argument("--scale", type=int, required=True, help="upscaling factor")
     parser.add_argument("--ssim-variant", default="standard", choices=["standard", "defian"],
-                        help="'defian': DeFiAN's luma-offset SSIM (din_fast.metrics)")
+                        help="'defian': DeFiAN's luma-offset SSIM (din_fast.inference.metrics)")
     parser.add_argument("--bicubic", action="store_true", help="add the bicubic-upscaling baseline")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _uint8_rgb(path: Path) -> np.ndarray:
-    from din_fast.imageio import read_image
-    from din_fast.metrics import quantize
+    from din_fast.inference.metrics import quantize
+    from din_fast.io.images import read_image
 
     return quantize(read_image(path).rgb)
 
@@ -72,10 +72,10 @@ def evaluate(model: torch.nn.Module, hr_inputs: list[str], scale: int, lr_dir: s
     ``bicubic_psnr`` and ``bicubic_ssim``."""
     from tqdm import tqdm
 
-    from din_fast.degrade import imresize, round_uint8
-    from din_fast.imageio import find_images
-    from din_fast.inference import upscale
-    from din_fast.metrics import psnr, quantize, ssim
+    from din_fast.inference.metrics import psnr, quantize, ssim
+    from din_fast.inference.tiling import upscale
+    from din_fast.io.degrade import imresize, round_uint8
+    from din_fast.io.images import find_images
 
     hr_paths = find_images(hr_inputs)
     lr_images = find_images([lr_dir]) if lr_dir is not None else None
@@ -130,9 +130,9 @@ def format_table(rows: list[dict]) -> str:
 def run_cli(args: argparse.Namespace) -> int:
     """``din-fast eval``: load the model, measure every HR image, print the table (and write JSON)."""
     from din_fast.backends import use_backend
-    from din_fast.fast_inference import optimize
-    from din_fast.pretrained import resolve_model
-    from din_fast.upscale_command import check_tiling, select_device
+    from din_fast.cli.upscale import check_tiling, select_device
+    from din_fast.inference.optimize import optimize
+    from din_fast.models.pretrained import resolve_model
 
     check_tiling(args.tile, args.tile_overlap)
     if args.scale < 1:

@@ -1,4 +1,4 @@
-r"""Training data: image folders → random (LR, HR) patch pairs, with the degradations of din_fast.degrade.
+r"""Training data: image folders → random (LR, HR) patch pairs, with the degradations of din_fast.io.degrade.
 
 Two sources
 -----------
@@ -6,7 +6,7 @@ Two sources
   a multiple of the scale (``modcrop``, as the official data scripts do) and the LR patch is made on
   the fly with ``degradation`` = ``"BI"`` (MATLAB bicubic), ``"BD"`` (7×7 Gaussian blur, σ = 1.6, then
   bicubic) or ``"DN"`` (bicubic, then Gaussian noise of std ``noise_sigma / 255``), see
-  ``din_fast.degrade``. The LR patch is computed from an HR window that extends ``margin`` LR pixels
+  ``din_fast.io.degrade``. The LR patch is computed from an HR window that extends ``margin`` LR pixels
   past the patch on every side (clamped to the image), so it equals the same crop of the degraded
   *whole* image, not a patch whose borders were mirrored: the bicubic kernel at ``1/s`` reaches
   ``1.5 s + 0.5`` HR pixels, the 7×7 blur 3 more, and ``margin = 2 + ceil(3 / s)`` LR pixels covers both.
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from din_fast.degrade import bicubic_degrade, blur_degrade
+from din_fast.io.degrade import bicubic_degrade, blur_degrade
 
 __all__ = ["IMAGE_EXTENSIONS", "DEGRADATIONS", "list_images", "read_image", "modcrop", "degrade",
            "SRDataset", "StepSampler", "augment", "to_tensor", "load_validation_pairs"]

@@ -20,19 +20,19 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from din_fast.train import run_cli
+    from din_fast.train.trainer import run_cli
 
     return run_cli(args)
 
 
 def _upscale(args: argparse.Namespace) -> int:
-    from din_fast.upscale_command import run_cli
+    from din_fast.cli.upscale import run_cli
 
     return run_cli(args)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from din_fast.eval_command import run_cli
+    from din_fast.cli.evaluate import run_cli
 
     return run_cli(args)
 
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="din-fast", description="Fast DIN / DeFiAN super-resolution.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    from din_fast.eval_command import add_arguments as add_eval_arguments
-    from din_fast.upscale_command import add_arguments as add_upscale_arguments
+    from din_fast.cli.evaluate import add_arguments as add_eval_arguments
+    from din_fast.cli.upscale import add_arguments as add_upscale_arguments
 
     upscale = sub.add_parser("upscale", help="super-resolve image files and folders")
     add_upscale_arguments(upscale)
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time whole models per implementation and print a table")
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
-    from din_fast.train import add_arguments as add_train_arguments
+    from din_fast.train.trainer import add_arguments as add_train_arguments
 
     train = sub.add_parser("train", help="train a model on an image folder (one process, or many with torchrun)")
     add_train_arguments(train)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from din_fast._atomic import atomic_path
+from din_fast.io.atomic import atomic_path
 
 __all__ = ["STATE_FORMAT", "StateError", "load_state", "rng_state", "save_state", "set_rng_state"]
 

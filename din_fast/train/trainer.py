@@ -13,12 +13,12 @@ Run directory (``out``)::
     state.pt           resume state: model, optimiser, scheduler, grad scaler, step, RNG states, sampler
                        position, best PSNR, elapsed seconds; self-contained, so a kill between the two
                        writes is harmless; plain data and tensors only, read with weights_only=True
-                       (din_fast.resume_state), so a planted state.pt cannot run code
+                       (din_fast.train.resume_state), so a planted state.pt cannot run code
     log.csv            step, loss (mean over the logging interval), learning rate, val PSNR, elapsed s
     plot.png           loss and validation PSNR against the step
 
 Every file is written to a temporary name and renamed, so a run killed at any moment leaves the last
-complete checkpoint. The data stream is a pure function of ``(seed, sample number)`` (din_fast.data),
+complete checkpoint. The data stream is a pure function of ``(seed, sample number)`` (din_fast.train.data),
 so ``--resume`` continues exactly where the checkpoint was taken: on CPU with a fixed seed a resumed
 run reaches the same weights as an uninterrupted one.
 
@@ -53,13 +53,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from din_fast._atomic import atomic_path
-from din_fast.data import DEFAULT_CACHE_BYTES, SRDataset, StepSampler, load_validation_pairs
-from din_fast.metrics import psnr, quantize
+from din_fast.inference.metrics import psnr, quantize
+from din_fast.io.atomic import atomic_path
 from din_fast.models.blocks import SRModel
 from din_fast.models.native import save_model
 from din_fast.models.registry import create_model
-from din_fast.resume_state import STATE_FORMAT, load_state, rng_state, save_state, set_rng_state
+from din_fast.train.data import DEFAULT_CACHE_BYTES, SRDataset, StepSampler, load_validation_pairs
+from din_fast.train.resume_state import STATE_FORMAT, load_state, rng_state, save_state, set_rng_state
 
 __all__ = ["TrainConfig", "TrainResult", "train", "init_from", "load_config", "add_arguments", "config_from_args",
            "main"]
@@ -352,7 +352,8 @@ class _Log:
 @torch.no_grad()
 def validate(model: SRModel, pairs: list[tuple[str, torch.Tensor, np.ndarray]], device: torch.device,
              autocast: contextlib.AbstractContextManager | None = None) -> float:
-    """Mean Y-PSNR (din_fast.metrics.psnr, border ``scale`` cropped, none at scale 1) over whole images."""
+    """Mean Y-PSNR (din_fast.inference.metrics.psnr, border ``scale`` cropped, none at scale 1) over whole
+    images."""
     was_training = model.training
     model.eval()
     values = []
@@ -446,7 +447,7 @@ def _train(config: TrainConfig, device: torch.device, rank: int, world_size: int
 
     if main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp*"):  # din_fast._atomic temporaries left by a run killed mid-write
+        for stale in run_dir.glob(".*.tmp*"):  # din_fast.io.atomic temporaries left by a run killed mid-write
             stale.unlink()
         saved = {**dataclasses.asdict(config), "betas": list(config.betas), "resume": False}
         with atomic_path(run_dir / "config.yaml") as tmp:

@@ -3,7 +3,7 @@
 Inputs are files or folders (a folder's images in sorted order). The output is a file when there is one
 input file, otherwise a folder (created if needed) that receives each image under its own name. The
 format is kept unless ``--format`` says otherwise (or, for one output file, its extension does); see
-``din_fast.imageio`` for grey, alpha, 16-bit and EXIF handling. Every file is written to a temporary name
+``din_fast.io.images`` for grey, alpha, 16-bit and EXIF handling. Every file is written to a temporary name
 and renamed, so a failure never leaves a partial output.
 
 Distributed: under ``torchrun --nproc_per_node N``, rank ``r`` of ``N`` processes images ``r, r+N, ...``
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def plan(inputs: list[str], output: str, fmt: str | None = None) -> list[Job]:
     """The jobs for ``inputs`` → ``output`` (module doc). Creates nothing; raises ValueError for an output
     that cannot be told apart, two inputs with the same output name, or an output that is an input."""
-    from din_fast.imageio import EXTENSION, find_images, format_for
+    from din_fast.io.images import EXTENSION, find_images, format_for
 
     images = find_images(inputs)
     out = Path(output)
@@ -140,9 +140,9 @@ def shard(jobs: list[Job], rank: int, world: int) -> list[Job]:
 def _upscale_file(model: torch.nn.Module, job: Job, tile: int | None, overlap: int, ensemble: bool,
                   tile_bar) -> tuple[float, float]:
     """Upscale one file; returns (input, output) megapixels."""
-    from din_fast.degrade import imresize
-    from din_fast.imageio import read_image, write_image
-    from din_fast.inference import upscale
+    from din_fast.inference.tiling import upscale
+    from din_fast.io.degrade import imresize
+    from din_fast.io.images import read_image, write_image
 
     image = read_image(job.source)
 
@@ -170,8 +170,8 @@ def run_cli(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from din_fast.backends import use_backend
-    from din_fast.fast_inference import optimize
-    from din_fast.pretrained import resolve_model
+    from din_fast.inference.optimize import optimize
+    from din_fast.models.pretrained import resolve_model
 
     check_tiling(args.tile, args.tile_overlap)
     device = select_device(args.device)
