@@ -37,6 +37,12 @@ def _eval(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from din_fast.cli.export import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="din-fast", description="Fast DIN / DeFiAN super-resolution.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -57,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time whole models per implementation and print a table")
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
+    from din_fast.cli.export import add_arguments as add_export_arguments
+
+    export = sub.add_parser("export", help="write a model as ONNX (standard operators) or a torch.export .pt2")
+    add_export_arguments(export)
+    export.set_defaults(func=_export)
     from din_fast.train.trainer import add_arguments as add_train_arguments
 
     train = sub.add_parser("train", help="train a model on an image folder (one process, or many with torchrun)")

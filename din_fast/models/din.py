@@ -410,8 +410,13 @@ class DINRestoration(_InterleavedNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
+        if not self.strided:
+            return self.tail(self._interleave(self.head(x))) + x
+        # Pad and crop whatever the size (a zero pad is a copy): no branch on the size, and the crop as a
+        # negative pad rather than a slice, so torch.export keeps height and width symbolic (the slice's
+        # contiguity check would tie the padded size to the input's).
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h % 4, -w % 4) if self.strided else (0, 0)
-        inp = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        hp, wp = (h + 3) // 4 * 4, (w + 3) // 4 * 4
+        inp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
         out = self.tail(self._interleave(self.head(inp))) + inp
-        return out[..., :h, :w]
+        return F.pad(out, (0, w - wp, 0, h - hp))
