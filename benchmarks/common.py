@@ -4,7 +4,15 @@ Providers: ``reference`` (eager PyTorch, what the authors' code costs), ``compil
 of the same reference, what users get for free), ``cpp``, ``triton``, ``cuda`` (din_fast's kernels).
 Modes: ``forward`` (under no_grad) and ``forward+backward`` (forward, then the gradients of every
 input and parameter for a fixed upstream gradient). Each ``benchmarks/test_op_<op>.py`` states only its
-shapes, test ids and group names and gets its test from :func:`op_benchmark`.
+shapes (:func:`selection`) and gets its test from :func:`op_benchmark`.
+
+Selection: by default one representative shape per op — on CPU the size DIN and DeFiAN infer whole
+images at (B=1, 96²), on a GPU the targets of the kernel issues (C=64, 256², B=8 for DIN's ops and 16
+for DeFiAN's) in float32 and bfloat16. ``DIN_FAST_BENCH_FULL=1`` (or any of a suite's own
+environment variables) selects the full matrix instead; ``DIN_FAST_BENCH_DTYPES`` and
+``DIN_FAST_BENCH_OP_PROVIDERS`` (comma-separated) narrow the dtypes and providers;
+``DIN_FAST_BENCH_TINY=1`` shrinks the representative shapes to 8x8 (a smoke run, used by
+``scripts/gpu_check.sh --dry-run``).
 """
 
 from __future__ import annotations
@@ -19,13 +27,16 @@ import torch
 
 import din_fast
 from din_fast import backends
-from din_fast.bench import _cpu_peak_mib
+from din_fast.bench import PROVIDERS as MODEL_PROVIDERS
+from din_fast.bench import _cpu_peak_mib, allow_recompiles, short_dtype
 from din_fast.ops import reference
 from op_inputs import ARGS, flat, requiring_grad
 
-PROVIDERS = ("reference", "compiled", "cpp", "triton", "cuda")
+GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if GPU else "cpu")
+FULL = os.environ.get("DIN_FAST_BENCH_FULL") == "1"
+TINY = os.environ.get("DIN_FAST_BENCH_TINY") == "1"
 MODES = ("forward", "forward+backward")
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -43,11 +54,43 @@ def env_tuples(name: str, default: str, sep: str) -> list[tuple[int, ...]]:
     return [tuple(int(v) for v in item.split(sep)) for item in env_list(name, default)]
 
 
+PROVIDERS = tuple(env_list("DIN_FAST_BENCH_OP_PROVIDERS", "reference,compiled,cpp,triton,cuda"))
+DTYPES = tuple(getattr(torch, name) for name in env_list("DIN_FAST_BENCH_DTYPES",
+                                                          "float32,bfloat16" if GPU else "float32"))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 → ``bf16`` (group names, test ids)."""
+    return short_dtype(str(dtype).removeprefix("torch."))
+
+
+def selection(cpu: dict[str, int], gpu: dict[str, int], matrix: Callable[[], list[dict[str, int]]],
+              env: Sequence[str]) -> list[dict[str, int]]:
+    """The shapes an op suite times: the full ``matrix()`` when DIN_FAST_BENCH_FULL=1 or one of the
+    suite's environment variables ``env`` is set, else the one representative shape of this device
+    (``gpu`` when CUDA is available, else ``cpu``; with DIN_FAST_BENCH_TINY=1 at B=1, 8x8)."""
+    if FULL or any(name in os.environ for name in env):
+        return matrix()
+    shape = dict(gpu if GPU else cpu)
+    if TINY:
+        shape.update(b=1, h=8, w=8)
+    return [shape]
+
+
 # DeFiAN's feature maps: C = 32 (DeFiAN-S) and 64 (-L) on 48² to 128² maps, batch 1 and 4 (the LR patch
 # of training is 48², whole-image inference is larger); the environment narrows or widens them.
-DEFIAN_SHAPES = [dict(b=b, c=c, h=s, w=s) for c in env_ints("DIN_FAST_BENCH_CHANNELS", "32,64")
-                 for s in env_ints("DIN_FAST_BENCH_SIZES", "48,128")
-                 for b in env_ints("DIN_FAST_BENCH_BATCHES", "1,4")]
+DEFIAN_ENV = ("DIN_FAST_BENCH_CHANNELS", "DIN_FAST_BENCH_SIZES", "DIN_FAST_BENCH_BATCHES")
+
+
+def defian_matrix() -> list[dict[str, int]]:
+    """The full matrix of the DeFiAN op suites (mshf, dac_gate)."""
+    return [dict(b=b, c=c, h=s, w=s) for c in env_ints("DIN_FAST_BENCH_CHANNELS", "32,64")
+            for s in env_ints("DIN_FAST_BENCH_SIZES", "48,128")
+            for b in env_ints("DIN_FAST_BENCH_BATCHES", "1,4")]
+
+
+#: The representative shapes: DeFiAN-L's C = 64 (issue 4's GPU point: B = 16, 256²).
+DEFIAN_CPU, DEFIAN_GPU = dict(b=1, c=64, h=96, w=96), dict(b=16, c=64, h=256, w=256)
 
 
 def skip_unavailable(provider: str, op: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -61,15 +104,40 @@ def skip_unavailable(provider: str, op: str, device: torch.device, dtype: torch.
         pytest.skip(reason)
 
 
+def model_defaults(full: bool, gpu: bool, tiny: bool) -> dict[str, str]:
+    """Defaults of benchmarks/test_models.py's selection (comma-separated, as its environment variables):
+    each model once (x4 inference; CPU: the four papers' models at 48², reference / compiled / default;
+    GPU: din and defian-l at 256², float32 reference against bfloat16 compiled / default / optimized,
+    issue 8's targets); ``full``: inference and training with every provider; ``tiny``: 8² inputs."""
+    if full:
+        return dict(models="defian-s,din,cirn,drfn", sizes="48", modes="inference,train",
+                    providers=",".join(MODEL_PROVIDERS))
+    if gpu:
+        return dict(models="din,defian-l", sizes="8" if tiny else "256", modes="inference",
+                    providers="reference,compiled:bfloat16,default:bfloat16,optimized:bfloat16")
+    return dict(models="defian-s,din,cirn,drfn", sizes="8" if tiny else "48", modes="inference",
+                providers="reference,compiled,default")
+
+
+_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def compiled_reference(op: str) -> Callable[..., torch.Tensor]:
+    """``torch.compile`` of the reference of ``op``, one per op for the whole run: dynamo compiles each
+    (shape, dtype, grad mode) variant once and every later case of that variant reuses it
+    (:func:`din_fast.bench.allow_recompiles` keeps it from silently falling back to eager)."""
+    fn = _COMPILED.get(op)
+    if fn is None:
+        allow_recompiles()
+        fn = _COMPILED[op] = torch.compile(getattr(reference, op), dynamic=False)
+    return fn
+
+
 def _forward_fn(provider: str, op: str) -> Callable[..., torch.Tensor]:
     if provider == "reference":
         return getattr(reference, op)
     if provider == "compiled":
-        # Every benchmark case compiles afresh: dynamo specialises the reference per shape and grad mode,
-        # and past torch._dynamo.config.recompile_limit (8) variants of one function it silently runs
-        # the function eagerly, so a suite of more cases would time the eager reference as "compiled".
-        torch._dynamo.reset()
-        return torch.compile(getattr(reference, op), dynamic=False)
+        return compiled_reference(op)
     fn = getattr(din_fast.ops, op)
 
     def run(*args: Any) -> torch.Tensor:
@@ -120,44 +188,55 @@ def default_rounds(fn: Callable[[], Any]) -> int:
     return max(MIN_ROUNDS, min(MAX_ROUNDS, int(TIMED_SECONDS / max(per_call, 1e-9))))
 
 
+def min_bytes(args: list[Any], out: Any, mode: str) -> int:
+    """The fewest bytes a call must move through memory: the forward reads every input once and writes
+    the output; forward+backward also reads the upstream gradient and the inputs again (the backward's
+    saved tensors) and writes one gradient per input. Divided by the time, the bandwidth an op reaches
+    (issues 3 and 4 target 70 % of the device's measured copy bandwidth on a GPU)."""
+    inputs = sum(t.numel() * t.element_size() for t in flat(args))
+    output = sum(t.numel() * t.element_size() for t in (out if isinstance(out, (list, tuple)) else [out]))
+    return inputs + output if mode == "forward" else 3 * inputs + 2 * output
+
+
 def bench(benchmark: Any, provider: str, op: str, args: list[Any], mode: str, group: str,
           rounds: int | None = None) -> None:
     """Time ``op`` with pytest-benchmark (median over rounds, after warm-up) under ``group``."""
     fn = op_callable(provider, op, args, mode)
     fn()  # warm-up outside the timing: compilation, allocator, first-touch
     benchmark.group = group
+    with torch.no_grad():
+        out = getattr(reference, op)(*args)
+    first = flat(args)[0]
     benchmark.extra_info.update(provider=provider, op=op, mode=mode, threads=torch.get_num_threads(),
-                                device=str(flat(args)[0].device))
+                                device=str(first.device), dtype=str(first.dtype).removeprefix("torch."),
+                                min_bytes=min_bytes(args, out, mode))
     rounds = rounds or default_rounds(fn)
     benchmark.pedantic(fn, rounds=rounds, warmup_rounds=2, iterations=1)
 
 
-def op_benchmark(op: str, shapes: Sequence[dict[str, int]], case_id: str, group: str,
-                 id_order: Sequence[str] = ("shape", "provider", "mode"), dtype: torch.dtype = torch.float32,
+def op_benchmark(op: str, shapes: Sequence[dict[str, int]], case: str,
                  peak_memory: bool = False) -> Callable[..., None]:
-    """The pytest-benchmark test of ``op``: every provider × mode × shape, timed by :func:`bench`.
+    """The pytest-benchmark test of ``op``: every provider × mode × dtype × shape, timed by :func:`bench`.
 
     ``shapes`` are keyword arguments of the op's builder in tests/op_inputs.py (inputs drawn from a
-    generator seeded with 0, ``dtype`` on :data:`DEVICE`). ``case_id`` formats a shape's part of the
-    test id, ``group`` the pytest-benchmark group (fields: the shape's, ``op``, ``mode`` and ``dtype``
-    without ``torch.``). ``id_order`` orders the parts of the test ids (each suite keeps the ids its
-    stored results carry). ``peak_memory``: CPU forward cases also record the peak memory of one call
-    (``extra_info["peak_mib"]``, allocations seen by the torch profiler).
+    generator seeded with 0, on :data:`DEVICE`). ``case`` formats a shape (its fields) for the group
+    name ``"{op} {mode} {case} {dtype}"`` and the test id. ``peak_memory``: CPU forward cases also record
+    the peak memory of one call (``extra_info["peak_mib"]``, allocations seen by the torch profiler).
     """
-    def test(benchmark: Any, provider: str, mode: str, shape: dict[str, int]) -> None:
+    def test(benchmark: Any, shape: dict[str, int], dtype: torch.dtype, mode: str, provider: str) -> None:
         skip_unavailable(provider, op, DEVICE, dtype)
         generator = torch.Generator(device=DEVICE).manual_seed(0)
         args = ARGS[op](**shape, dtype=dtype, device=DEVICE, generator=generator)
-        fields = dict(shape, op=op, mode=mode, dtype=str(dtype).removeprefix("torch."))
-        bench(benchmark, provider, op, args, mode, group=group.format(**fields))
+        group = f"{op} {mode} {case.format(**shape)} {dtype_name(dtype)}"
+        bench(benchmark, provider, op, args, mode, group=group)
         if peak_memory and DEVICE.type == "cpu" and mode == "forward":
             benchmark.extra_info["peak_mib"] = _cpu_peak_mib(op_callable(provider, op, args, mode))
 
-    ids = [case_id.format(**s) for s in shapes]
-    parametrize = {"shape": pytest.mark.parametrize("shape", shapes, ids=ids),
-                   "provider": pytest.mark.parametrize("provider", PROVIDERS),
-                   "mode": pytest.mark.parametrize("mode", MODES)}
-    for axis in id_order:  # the first mark applied is the first part of the id
-        test = parametrize[axis](test)
+    # the first mark applied is the first part of the test id: shape-dtype-mode-provider
+    shape_ids = [case.format(**s).replace(" ", "-") for s in shapes]
+    test = pytest.mark.parametrize("shape", shapes, ids=shape_ids)(test)
+    test = pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)(test)
+    test = pytest.mark.parametrize("mode", MODES)(test)
+    test = pytest.mark.parametrize("provider", PROVIDERS)(test)
     test.__name__ = test.__qualname__ = f"test_{op}"
     return test

@@ -1,24 +1,21 @@
 """``dilated_encdec`` (DeFiAN's DiEnDec + gate), every implementation side by side, forward and
-forward+backward, at DeFiAN's feature-map sizes (the LR image: 48² training patches to 128² tiles).
+forward+backward, at DeFiAN's feature-map sizes.
 
     pytest benchmarks/test_op_dilated_encdec.py --benchmark-only --benchmark-json=encdec.json
-    python benchmarks/report.py encdec.json          # ratios against the reference, per group
 
-Widen with DIN_FAST_BENCH_ENCDEC_SHAPES (``B×S`` items, comma-separated; default ``1x48,1x128,4x128``)
-and DIN_FAST_BENCH_DTYPE (``float32``); DIN_FAST_BENCH_ROUNDS sets the rounds (default: benchmarks/common.default_rounds).
+Default: B=1, 96² on CPU; B=16, 256² on a GPU (DeFiAN's GPU point of issue 4). Full matrix
+(DIN_FAST_BENCH_FULL=1, or DIN_FAST_BENCH_ENCDEC_SHAPES set): ``B×S`` items, default
+``1x48,1x128,4x128`` (the LR image: 48² training patches to 128² tiles).
 """
 
 from __future__ import annotations
 
-import os
+from common import env_tuples, op_benchmark, selection
 
-import torch
+SHAPES = selection(
+    cpu=dict(b=1, h=96, w=96), gpu=dict(b=16, h=256, w=256),
+    matrix=lambda: [dict(b=b, h=s, w=s)
+                    for b, s in env_tuples("DIN_FAST_BENCH_ENCDEC_SHAPES", "1x48,1x128,4x128", "x")],
+    env=("DIN_FAST_BENCH_ENCDEC_SHAPES",))
 
-from common import env_tuples, op_benchmark
-
-SHAPES = [dict(b=b, h=s, w=s) for b, s in env_tuples("DIN_FAST_BENCH_ENCDEC_SHAPES", "1x48,1x128,4x128", "x")]
-DTYPE = getattr(torch, os.environ.get("DIN_FAST_BENCH_DTYPE", "float32"))
-
-test_dilated_encdec = op_benchmark("dilated_encdec", SHAPES, "{b}x{h}x{w}",
-                                   "{op} {mode} B={b} {h}x{w} {dtype}",
-                                   id_order=("provider", "shape", "mode"), dtype=DTYPE)
+test_dilated_encdec = op_benchmark("dilated_encdec", SHAPES, "B{b} {h}x{w}")

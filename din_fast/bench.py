@@ -9,8 +9,12 @@ Providers (what a user could run):
   without graph breaks);
 - ``optimized``: :func:`din_fast.optimize` (inference only).
 
-Used by ``benchmarks/test_models.py`` (pytest-benchmark) and by ``din-fast bench``, which writes
-the same JSON layout so ``benchmarks/report.py`` renders both.
+A provider may name its compute dtype, ``name:dtype`` (``default:bfloat16``): reduced precision runs
+under ``torch.autocast`` as ``din-fast upscale --dtype`` and ``din-fast train --amp`` do (parameters stay
+float32). Used by ``benchmarks/test_models.py`` (pytest-benchmark) and by ``din-fast bench``, which
+writes the same JSON layout so ``benchmarks/report.py`` renders both. All three end with the same
+comparison (:func:`format_comparison`): each din_fast provider against the reference and against
+``torch.compile`` of the reference, with the machine named.
 """
 
 from __future__ import annotations
@@ -30,7 +34,41 @@ import torch
 from din_fast.backends import use_backend
 
 PROVIDERS = ("reference", "compiled", "default", "default+compile", "optimized")
+BASELINES = ("reference", "compiled")
 MODES = ("inference", "train")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SHORT_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
+
+
+def short_dtype(name: str) -> str:
+    """``bfloat16`` → ``bf16`` (table labels); unknown names unchanged."""
+    return _SHORT_DTYPES.get(name, name)
+
+
+def parse_provider(spec: str) -> tuple[str, str]:
+    """``name`` or ``name:dtype`` → (provider, dtype name); float32 when no dtype is given."""
+    name, _, dtype = spec.partition(":")
+    dtype = dtype or "float32"
+    if name not in PROVIDERS:
+        raise ValueError(f"unknown provider {name!r}; choose from {', '.join(PROVIDERS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} in provider {spec!r}; choose from {', '.join(DTYPES)}")
+    return name, dtype
+
+
+def allow_recompiles(limit: int = 1024) -> None:
+    """Let dynamo keep ``limit`` compiled variants per function, and fail rather than fall back.
+
+    Benchmarks compile one function (a reference op, a model's forward) for several shapes, dtypes and
+    grad modes. Past ``recompile_limit`` (8) variants dynamo silently runs the function eagerly, which
+    would time the eager reference as "compiled"; with this setting each variant is compiled once and
+    reused across cases, and a suite larger than ``limit`` variants fails loudly instead.
+    """
+    import torch._dynamo.config as config
+
+    config.recompile_limit = max(config.recompile_limit, limit)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, limit)
+    config.fail_on_recompile_limit_hit = True
 
 
 @dataclass(frozen=True)
@@ -44,6 +82,12 @@ class Case:
     provider: str
     batch: int = 1
     device: str = "cpu"
+    dtype: str = "float32"
+
+    @property
+    def label(self) -> str:
+        """The provider, with its dtype when it is not float32 (``default bf16``)."""
+        return self.provider if self.dtype == "float32" else f"{self.provider} {short_dtype(self.dtype)}"
 
     @property
     def group(self) -> str:
@@ -64,8 +108,7 @@ def build(case: Case) -> Callable[[], object]:
     """A no-argument callable running one inference or training step of ``case`` (not yet warmed up)."""
     from din_fast import create_model, optimize
 
-    if case.provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {case.provider!r}; choose from {', '.join(PROVIDERS)}")
+    parse_provider(f"{case.provider}:{case.dtype}")
     if case.mode not in MODES:
         raise ValueError(f"unknown mode {case.mode!r}; choose from {', '.join(MODES)}")
     if case.provider == "optimized" and case.mode != "inference":
@@ -75,18 +118,21 @@ def build(case: Case) -> Callable[[], object]:
     model = create_model(case.model, scale=case.scale).to(device)
     x = torch.rand(case.batch, 3, case.size, case.size, generator=gen).to(device)
     backend = _backend(case.provider)
+    dtype = DTYPES[case.dtype]
     if case.provider == "optimized":
         with use_backend(backend):
-            fast = optimize(model, x)
+            fast = optimize(model, x, dtype=dtype)
         return lambda: fast(x)
     net = model
     if case.provider in ("compiled", "default+compile"):
+        allow_recompiles()
         net = torch.compile(model, fullgraph=case.provider == "default+compile", dynamic=False)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     if case.mode == "inference":
         model.eval()
 
         def infer() -> torch.Tensor:
-            with use_backend(backend), torch.inference_mode():
+            with use_backend(backend), torch.inference_mode(), autocast:
                 return net(x)
 
         return infer
@@ -101,7 +147,9 @@ def build(case: Case) -> Callable[[], object]:
     def train_step() -> torch.Tensor:
         with use_backend(backend):
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.l1_loss(net(x), target)
+            with autocast:
+                out = net(x)
+            loss = torch.nn.functional.l1_loss(out.float(), target)
             loss.backward()
             opt.step()
         return loss.detach()
@@ -114,15 +162,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_group(cases: Sequence[Case], rounds: int, warmup: int = 1) -> list[list[float]]:
+def time_group(cases: Sequence[Case], rounds: int, warmup: int = 1,
+               fns: Sequence[Callable[[], object]] | None = None) -> list[list[float]]:
     """Seconds per call of each case, after ``warmup`` untimed calls each (compilation included there).
+    ``fns``: the cases' callables when already built (:func:`build`).
 
     The cases are timed interleaved: each round calls every case once, in an order that rotates between
     rounds, so a drift of the machine's speed (other processes, clock changes) hits every case alike
     instead of whichever case was being timed during it. Timed one case after another, the same build's
     ratios swung by ±30 % between runs on the 2-core VM.
     """
-    fns = [build(case) for case in cases]
+    fns = list(fns) if fns is not None else [build(case) for case in cases]
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -157,13 +207,15 @@ def _cpu_peak_mib(fn: Callable[[], object]) -> float:
     return peak / 2**20
 
 
-def peak_memory_mib(case: Case) -> float:
+def peak_memory_mib(case: Case, fn: Callable[[], object] | None = None) -> float:
     """Peak memory one warmed-up call allocates beyond the model, inputs and optimiser state (MiB).
 
+    ``fn``: the case's callable when already built and warmed up (no second compilation).
     CUDA: ``max_memory_allocated`` around the call. CPU: the torch profiler's allocation events.
     """
-    fn = build(case)
-    fn()  # warm-up (compilation, lazy state)
+    if fn is None:
+        fn = build(case)
+        fn()  # warm-up (compilation, lazy state)
     if case.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -198,14 +250,15 @@ def run(cases: Sequence[Case], rounds: int = 5, memory: bool = False, threads: i
     records: list[dict | None] = [None] * len(cases)
     with _threads(threads), tqdm(total=len(cases), desc="bench", disable=not progress, unit="case") as bar:
         for members in groups.values():
-            group_times = time_group([cases[i] for i in members], rounds)
-            for i, times in zip(members, group_times):
+            fns = [build(cases[i]) for i in members]
+            group_times = time_group([cases[i] for i in members], rounds, fns=fns)
+            for i, fn, times in zip(members, fns, group_times):
                 case = cases[i]
                 q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
                 extra = {**asdict(case), "megapixels": case.megapixels, "threads": torch.get_num_threads()}
                 if memory:
-                    extra["peak_mib"] = peak_memory_mib(case)
-                records[i] = {"name": f"{case.group} [{case.provider}]", "group": case.group,
+                    extra["peak_mib"] = peak_memory_mib(case, fn)
+                records[i] = {"name": f"{case.group} [{case.label}]", "group": case.group,
                               "stats": {"median": statistics.median(times), "iqr": q[2] - q[0],
                                         "min": min(times), "rounds": len(times)},
                               "extra_info": extra}
@@ -257,30 +310,152 @@ def commit_info() -> dict:
     return {"id": head, "dirty": bool(status.strip())}
 
 
+def machine_info() -> dict:
+    """The machine in pytest-benchmark's layout (``node``, ``cpu``, ``python_version``), and :func:`versions`
+    under ``din_fast``."""
+    return {"node": platform.node(), "cpu": {"brand_raw": _cpu_name(), "count": os.cpu_count()},
+            "python_version": platform.python_version(), "din_fast": versions()}
+
+
 def to_json(records: Sequence[dict]) -> dict:
     """A pytest-benchmark-compatible document, so ``benchmarks/report.py`` can render it."""
-    return {"machine_info": {"node": platform.node(), "cpu": {"brand_raw": _cpu_name(), "count": os.cpu_count()},
-                             "python_version": platform.python_version(), "din_fast": versions()},
-            "commit_info": commit_info(), "datetime": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "benchmarks": list(records)}
+    return {"machine_info": machine_info(), "commit_info": commit_info(),
+            "datetime": time.strftime("%Y-%m-%dT%H:%M:%S"), "benchmarks": list(records)}
 
 
-def format_table(records: Sequence[dict]) -> str:
-    """A plain-text table: per group, each provider's median and its ratio to reference and compiled."""
-    lines = [f"{'group':<34} {'provider':<16} {'median ms':>10} {'×ref':>7} {'×compiled':>10} {'s/MP':>8}"]
+def machine_name(info: dict) -> str:
+    """One line naming what the numbers were taken on: the GPU (if any), the CPU, threads and versions."""
+    cpu = info.get("cpu", {})
+    din = info.get("din_fast", {})
+    host = (f"{cpu.get('brand_raw', '?')} ({cpu.get('count', '?')} logical CPUs, "
+            f"{din.get('threads', '?')} torch threads)")
+    device = din.get("device", "cpu only")
+    where = host if device in ("cpu only", "?") else f"{device} on {host}"
+    return f"{where}; torch {din.get('torch', '?')}, din_fast {din.get('version', '?')}"
+
+
+def record_dtype(record: dict) -> str:
+    """The compute dtype of a benchmark record (float32 when it does not say)."""
+    return record.get("extra_info", {}).get("dtype") or "float32"
+
+
+def record_label(record: dict) -> str:
+    """The provider of a record, with its dtype when that is not float32 (``default bf16``)."""
+    extra = record.get("extra_info", {})
+    provider = extra.get("provider", record.get("name", "?"))
+    dtype = record_dtype(record)
+    return provider if dtype == "float32" else f"{provider} {short_dtype(dtype)}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One din_fast provider of one group against the baselines of the same group (seconds).
+
+    The baseline of a row is the one of the row's dtype when the group has it, else the float32 one
+    (a bf16 din_fast model against the authors' float32 model); ``*_dtype`` says which was used.
+    ``provider`` is None when no din_fast provider ran in the group (all skipped or failed)."""
+
+    group: str
+    provider: str | None
+    dtype: str
+    median: float | None
+    reference: float | None
+    reference_dtype: str | None
+    compiled: float | None
+    compiled_dtype: str | None
+
+    def ratio(self, baseline: float | None) -> float | None:
+        """How many times faster than ``baseline`` (> 1: din_fast is faster)."""
+        if baseline is None or not self.median:
+            return None
+        return baseline / self.median
+
+    @property
+    def vs_reference(self) -> float | None:
+        return self.ratio(self.reference)
+
+    @property
+    def vs_compiled(self) -> float | None:
+        return self.ratio(self.compiled)
+
+
+def baseline(medians: dict[tuple[str, str], float], name: str,
+              dtype: str) -> tuple[float | None, str | None]:
+    """The median of baseline ``name`` for a row of ``dtype``: that dtype's when ``medians`` (keyed by
+    (provider, dtype)) has it, else float32's; and the dtype used. (None, None) without one."""
+    for key in ((name, dtype), (name, "float32")):
+        if key in medians:
+            return medians[key], key[1]
+    return None, None
+
+
+def compare(records: Sequence[dict]) -> list[Comparison]:
+    """Per group (first-seen order), each din_fast provider (fastest first) against the baselines."""
     groups: dict[str, list[dict]] = {}
     for r in records:
-        groups.setdefault(r["group"], []).append(r)
+        groups.setdefault(r.get("group") or r["name"], []).append(r)
+    out: list[Comparison] = []
     for group, rows in groups.items():
-        base = {r["extra_info"]["provider"]: r["stats"]["median"] for r in rows}
-        for r in sorted(rows, key=lambda r: r["stats"]["median"]):
-            med = r["stats"]["median"]
-            ref = f"{base['reference'] / med:.2f}" if "reference" in base else "–"
-            comp = f"{base['compiled'] / med:.2f}" if "compiled" in base else "–"
-            per_mp = med / r["extra_info"]["megapixels"]
-            lines.append(f"{group:<34} {r['extra_info']['provider']:<16} {med * 1e3:>10.1f} {ref:>7} "
-                         f"{comp:>10} {per_mp:>8.3f}")
-    return "\n".join(lines)
+        medians = {(r["extra_info"].get("provider"), record_dtype(r)): r["stats"]["median"]
+                   for r in rows if r.get("extra_info", {}).get("provider") in BASELINES}
+        ours = sorted((r for r in rows if r.get("extra_info", {}).get("provider") not in BASELINES),
+                      key=lambda r: r["stats"]["median"])
+        if not ours:
+            ref, ref_dtype = baseline(medians, "reference", "float32")
+            comp, comp_dtype = baseline(medians, "compiled", "float32")
+            out.append(Comparison(group, None, "float32", None, ref, ref_dtype, comp, comp_dtype))
+        for r in ours:
+            dtype = record_dtype(r)
+            ref, ref_dtype = baseline(medians, "reference", dtype)
+            comp, comp_dtype = baseline(medians, "compiled", dtype)
+            out.append(Comparison(group, record_label(r), dtype, r["stats"]["median"], ref, ref_dtype, comp,
+                                  comp_dtype))
+    return out
+
+
+def format_ms(seconds: float | None) -> str:
+    """Seconds as milliseconds with 3 significant-ish digits (``–`` for None)."""
+    if seconds is None:
+        return "–"
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _baseline_cells(c: Comparison, seconds: float | None, dtype: str | None,
+                    ratio: float | None) -> list[str]:
+    note = f" ({short_dtype(dtype)})" if dtype and dtype != c.dtype else ""  # a baseline of another dtype
+    return [format_ms(seconds) + note, "–" if ratio is None else f"{ratio:.2f}×"]
+
+
+COMPARISON_HEAD = ("case", "din_fast", "ms", "reference ms", "× reference", "compiled ms", "× compiled")
+
+
+def comparison_cells(comparisons: Sequence[Comparison]) -> list[list[str]]:
+    """The comparison table's cells, one row per :class:`Comparison` (header: COMPARISON_HEAD)."""
+    rows = []
+    for c in comparisons:
+        rows.append([c.group, c.provider or "none ran", format_ms(c.median),
+                     *_baseline_cells(c, c.reference, c.reference_dtype, c.vs_reference),
+                     *_baseline_cells(c, c.compiled, c.compiled_dtype, c.vs_compiled)])
+    return rows
+
+
+def format_comparison(records: Sequence[dict], info: dict, markdown: bool = False) -> str:
+    """The table every benchmark run ends with: for each group (an op or a model at one shape and mode),
+    each din_fast provider's median against the reference and ``torch.compile(reference)`` as ratios
+    (baseline median / din_fast median: > 1 is faster), headed by the machine (:func:`machine_name`).
+    Plain text for terminals (``din-fast bench``, the pytest run), markdown for benchmarks/report.py."""
+    title = f"din_fast against the reference and torch.compile(reference) on {machine_name(info)}"
+    rows = comparison_cells(compare(records))
+    if markdown:
+        head = ["| " + " | ".join(COMPARISON_HEAD) + " |", "|" + "---|" * len(COMPARISON_HEAD)]
+        lines = [f"{title}.", ""] + head
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(COMPARISON_HEAD)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [title, "(× = baseline median / din_fast median: > 1 means din_fast is faster)",
+             fmt.format(*COMPARISON_HEAD)]
+    return "\n".join(lines + [fmt.format(*r) for r in rows])
 
 
 def _csv(kind: Callable[[str], object]) -> Callable[[str], list]:
@@ -293,8 +468,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=_csv(int), default=[4])
     parser.add_argument("--sizes", type=_csv(int), default=[48], help="LR input sizes (square)")
     parser.add_argument("--modes", type=_csv(str), default=["inference"], help=f"from {', '.join(MODES)}")
-    parser.add_argument("--providers", type=_csv(str), default=["reference", "default", "optimized"],
-                        help=f"from {', '.join(PROVIDERS)}")
+    parser.add_argument("--providers", type=_csv(str), default=["reference", "compiled", "default"],
+                        help=f"from {', '.join(PROVIDERS)}; NAME:DTYPE runs one in bfloat16 or float16 "
+                             "under autocast (default:bfloat16)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=5)
@@ -310,17 +486,17 @@ def run_cli(args: argparse.Namespace) -> int:
     unknown = [m for m in args.models if m not in list_models()]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(list_models())}")
-    for name, values, allowed in (("mode", args.modes, MODES), ("provider", args.providers, PROVIDERS)):
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise ValueError(f"unknown {name}(s) {', '.join(bad)}; choose from {', '.join(allowed)}")
+    bad = [v for v in args.modes if v not in MODES]
+    if bad:
+        raise ValueError(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
+    providers = [parse_provider(p) for p in args.providers]
     if args.rounds < 1:
         raise ValueError("--rounds must be at least 1")
-    cases = [Case(m, s, z, mode, p, args.batch, args.device)
+    cases = [Case(m, s, z, mode, p, args.batch, args.device, dtype)
              for m in args.models for s in args.scales for mode in args.modes for z in args.sizes
-             for p in args.providers if not (p == "optimized" and mode != "inference")]
+             for p, dtype in providers if not (p == "optimized" and mode != "inference")]
     records = run(cases, rounds=args.rounds, memory=args.memory, threads=args.threads)
-    print(format_table(records))
+    print(format_comparison(records, machine_info()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(to_json(records), f, indent=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -90,3 +91,51 @@ def test_commit_info_names_the_checkout(tmp_path, monkeypatch):
 def test_cli_errors(option, value, message, capsys):
     assert main(["bench", option, value]) == 1
     assert message in capsys.readouterr().err
+
+
+def _record(group: str, provider: str, median: float, dtype: str | None = None) -> dict:
+    extra = {"provider": provider} | ({"dtype": dtype} if dtype else {})
+    return {"name": f"{group} [{provider}]", "group": group, "extra_info": extra, "stats": {"median": median}}
+
+
+def test_comparison_rows_against_both_baselines_of_the_rows_dtype_or_float32():
+    records = [_record("din", "reference", 0.8), _record("din", "compiled", 0.5, "bfloat16"),
+               _record("din", "compiled", 0.6), _record("din", "default", 0.2, "bfloat16"),
+               _record("din", "optimized", 0.1, "bfloat16"), _record("din", "default", 0.4),
+               _record("asyca", "reference", 0.01), _record("asyca", "compiled", 0.02)]
+    rows = {(c.group, c.provider): c for c in bench.compare(records)}
+    # bf16 rows: no bf16 reference, so the float32 one (the authors' model); the bf16 compiled one
+    bf16 = rows[("din", "default bf16")]
+    assert (bf16.vs_reference, bf16.reference_dtype) == (pytest.approx(4.0), "float32")
+    assert (bf16.vs_compiled, bf16.compiled_dtype) == (pytest.approx(2.5), "bfloat16")
+    fp32 = rows[("din", "default")]
+    assert (fp32.vs_reference, fp32.vs_compiled) == (pytest.approx(2.0), pytest.approx(1.5))
+    assert [c.provider for c in bench.compare(records) if c.group == "din"] == [
+        "optimized bf16", "default bf16", "default"]  # fastest first
+    assert rows[("asyca", None)].median is None  # no din_fast provider ran: said, not dropped
+    text = bench.format_comparison(records, bench.machine_info())
+    assert "torch " + torch.__version__ in text.splitlines()[0]
+    line = next(ln for ln in text.splitlines() if "default bf16" in ln)
+    # a baseline of another dtype than the row's is marked
+    assert re.split(r"\s{2,}", line.strip()) == ["din", "default bf16", "200", "800 (fp32)", "4.00×", "500", "2.50×"]
+    assert "none ran" in text
+
+
+def test_machine_name_names_the_gpu_and_the_cpu():
+    info = {"cpu": {"brand_raw": "Xeon", "count": 16},
+            "din_fast": {"device": "NVIDIA H100 80GB HBM3", "threads": 16, "torch": "2.11.0", "version": "0.1.0"}}
+    assert bench.machine_name(info) == ("NVIDIA H100 80GB HBM3 on Xeon (16 logical CPUs, 16 torch threads); "
+                                        "torch 2.11.0, din_fast 0.1.0")
+
+
+def test_providers_with_a_dtype():
+    assert bench.parse_provider("default") == ("default", "float32")
+    assert bench.parse_provider("compiled:bfloat16") == ("compiled", "bfloat16")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        bench.parse_provider("default:int8")
+    case = bench.Case("defian-s", 2, 8, "inference", "default", dtype="bfloat16")
+    assert case.label == "default bf16"
+    out = bench.build(case)()  # autocast: the model's convolutions run in bfloat16
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 3, 16, 16)
+    train = bench.build(bench.Case("defian-s", 2, 8, "train", "default", dtype="bfloat16"))
+    assert torch.isfinite(train())

@@ -66,7 +66,9 @@ def test_ratios_and_per_megapixel(report, bench_json, tmp_path):
     default = _row(text, "din x4 infer 64", "default")
     assert default[4:] == ["2.00×", "–", "2.000", "12.5"]
     assert "TestCPU" in text and "`pytest benchmarks/`" in text and "abc123" in text
-    assert "| asyca forward | cpp | 4.00× | 2.00× |" in text
+    # the summary is din_fast.bench.format_comparison: each din_fast provider against both baselines
+    assert "| asyca forward | cpp | 2.50 | 10.00 | 4.00× | 5.00 | 2.00× |" in text
+    assert "| din x4 infer 64 | default | 500 | 1000 | 2.00× | – | – |" in text
 
 
 def test_plots_are_written_and_linked(report, bench_json, tmp_path):
