@@ -119,3 +119,15 @@ GRAD_SHAPES = {"asyca": dict(b=2, c=4, h=3, w=5, reduction=2),
                "dac_gate": dict(b=2, c=3, h=3, w=4, reduction=3),
                "criss_cross_attention": dict(b=2, c=3, h=3, w=4, cq=2),
                "channel_spatial_attention": dict(b=2, c=4, h=3, w=4, reduction=2)}
+
+#: Shapes for GPU kernels (tests/test_gpu_kernels.py, the sanitizer calls of scripts/gpu_check.py): odd
+#: sizes large enough for several thread blocks along every grid dimension and tiles that straddle the
+#: border, C not a multiple of 8, B = 2; small enough for compute-sanitizer.
+GPU_SHAPES = {"asyca": dict(b=2, c=33, h=37, w=41, reduction=4),
+              "channel_attention_residual": dict(b=2, c=33, h=37, w=41, reduction=8),
+              "conv3x3": dict(b=2, cin=5, cout=7, h=37, w=41),
+              "dwc_sum": dict(k=3, b=2, c=33, h=37, w=41),
+              "mshf": dict(b=2, c=33, h=37, w=41), "dilated_encdec": dict(b=2, h=37, w=41),
+              "dac_gate": dict(b=2, c=33, h=37, w=41, reduction=16),
+              "criss_cross_attention": dict(b=2, c=17, h=37, w=41, cq=3),
+              "channel_spatial_attention": dict(b=2, c=33, h=37, w=41, reduction=16)}
