@@ -10,7 +10,7 @@ Sources (all offline-installable, DFSG-free; licences in din_fast/weights/README
 Images from Python packages' sample data (matplotlib, scikit-learn, scipy, imageio) are not used: they
 are evaluation images.
 
-Preparation of every photograph: RGB, then MATLAB bicubic (antialiased, ``din_fast.degrade.imresize``)
+Preparation of every photograph: RGB, then MATLAB bicubic (antialiased, ``din_fast.io.degrade.imresize``)
 reduction so that the longer side is at most ``MAX_SIDE`` pixels, rounded to uint8 and saved as PNG.
 The wallpapers are 1.3-14.7 MP JPEGs whose pixel-level detail is soft and blocky; a reduction gives HR
 images whose finest scale is real image detail, which is what the LR -> HR mapping must learn (the
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from din_fast.degrade import imresize, round_uint8
+from din_fast.io.degrade import imresize, round_uint8
 
 MAX_SIDE = 1280
 CROP = 192  # divisible by 2, 3 and 4
@@ -165,7 +165,8 @@ def save_png(img: np.ndarray, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--crops", default=None, help="also write the held-out crops here")
     args = parser.parse_args()
@@ -191,8 +192,8 @@ def main() -> None:
                     save_png(lr_image(hr, s), out / f"lr_x{s}" / f"{name}.png")
             elif args.crops:
                 save_png(detailed_crop(hr), Path(args.crops) / f"{name}.png")
-            sources["images"][name] = {"source": package, "file": member, "original_size": list(raw.shape[1::-1]),
-                                       "size": list(hr.shape[1::-1]), "held_out": held_out}
+            sources["images"][name] = {"source": package, "file": member, "held_out": held_out,
+                                       "original_size": list(raw.shape[1::-1]), "size": list(hr.shape[1::-1])}
             print(f"{name}: {raw.shape[1]}x{raw.shape[0]} -> {hr.shape[1]}x{hr.shape[0]}"
                   + (" (held out)" if held_out else ""), flush=True)
     (out / "SOURCES.json").write_text(json.dumps(sources, indent=1) + "\n")

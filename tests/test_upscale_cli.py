@@ -245,7 +245,7 @@ def test_missing_default_weights_error_names_the_file(monkeypatch, tmp_path):
         resolve_model()
 
 
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("scale", [2, 3, 4])
 def test_packaged_default_model(tmp_path, capsys, scale):
     if not (WEIGHTS_DIR / f"default_x{scale}.safetensors").is_file():
         pytest.skip(f"the packaged default weights default_x{scale}.safetensors are not in this checkout yet")
