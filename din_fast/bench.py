@@ -9,6 +9,11 @@ Providers (what a user could run):
   without graph breaks);
 - ``optimized``: :func:`din_fast.optimize` (inference only).
 
+Peers (what a user could deploy instead; inference, float32, CPU only): ``onnxruntime`` and
+``openvino`` run the model's ONNX file (:func:`din_fast.export` at the case's fixed input shape, which
+is each runtime's fastest setting) with as many threads as torch has and ONNX Runtime's spinning off
+(:mod:`din_fast.deploy.runtimes`); timed interleaved with the others like any provider.
+
 A provider may name its compute dtype, ``name:dtype`` (``default:bfloat16``): reduced precision runs
 under ``torch.autocast`` as ``din-fast upscale --dtype`` and ``din-fast train --amp`` do (parameters stay
 float32). Used by ``benchmarks/test_models.py`` (pytest-benchmark) and by ``din-fast bench``, which
@@ -25,6 +30,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -33,7 +39,8 @@ import torch
 
 from din_fast.backends import use_backend
 
-PROVIDERS = ("reference", "compiled", "default", "default+compile", "optimized")
+PEERS = ("onnxruntime", "openvino")
+PROVIDERS = ("reference", "compiled", "default", "default+compile", "optimized") + PEERS
 BASELINES = ("reference", "compiled")
 MODES = ("inference", "train")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -117,6 +124,8 @@ def build(case: Case) -> Callable[[], object]:
     gen = torch.Generator().manual_seed(0)
     model = create_model(case.model, scale=case.scale).to(device)
     x = torch.rand(case.batch, 3, case.size, case.size, generator=gen).to(device)
+    if case.provider in PEERS:
+        return _peer(case, model, x)
     backend = _backend(case.provider)
     dtype = DTYPES[case.dtype]
     if case.provider == "optimized":
@@ -155,6 +164,28 @@ def build(case: Case) -> Callable[[], object]:
         return loss.detach()
 
     return train_step
+
+
+def _peer(case: Case, model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """A peer runtime's inference of ``case`` on ``model``'s ONNX file (exported once per model, scale and
+    input shape in a process, into a temporary folder that lives as long as the process)."""
+    from din_fast.deploy.exporter import export
+    from din_fast.deploy.runtimes import runner
+
+    if case.mode != "inference" or case.dtype != "float32" or case.device != "cpu":
+        raise ValueError(f"the {case.provider} provider runs float32 inference on the CPU only")
+    key = (case.model, case.scale, case.batch, case.size)
+    if key not in _ONNX_FILES:
+        if not _ONNX_DIR:
+            _ONNX_DIR.append(tempfile.TemporaryDirectory(prefix="din_fast_bench_"))
+        path = os.path.join(_ONNX_DIR[0].name, "{}_x{}_b{}_{}.onnx".format(*key))
+        _ONNX_FILES[key] = export(model.eval(), path, example=x, dynamic=False)
+    run = runner(case.provider, _ONNX_FILES[key], torch.get_num_threads())
+    return lambda: run(x)
+
+
+_ONNX_FILES: dict[tuple[str, int, int, int], str] = {}
+_ONNX_DIR: list[tempfile.TemporaryDirectory] = []
 
 
 def _sync(device: str) -> None:
@@ -398,7 +429,7 @@ def compare(records: Sequence[dict]) -> list[Comparison]:
     for group, rows in groups.items():
         medians = {(r["extra_info"].get("provider"), record_dtype(r)): r["stats"]["median"]
                    for r in rows if r.get("extra_info", {}).get("provider") in BASELINES}
-        ours = sorted((r for r in rows if r.get("extra_info", {}).get("provider") not in BASELINES),
+        ours = sorted((r for r in rows if r.get("extra_info", {}).get("provider") not in BASELINES + PEERS),
                       key=lambda r: r["stats"]["median"])
         if not ours:
             ref, ref_dtype = baseline(medians, "reference", "float32")
@@ -440,22 +471,59 @@ def comparison_cells(comparisons: Sequence[Comparison]) -> list[list[str]]:
     return rows
 
 
+PEER_HEAD = ("case", "din_fast", "ms") + tuple(f"{h} {p}" for p in PEERS for h in ("ms", "×"))
+
+
+def peer_cells(records: Sequence[dict]) -> list[list[str]]:
+    """Per group with a peer runtime (first-seen order), each din_fast provider (fastest first) against
+    each peer: the peer's median and peer median / din_fast median (> 1: din_fast is faster). Only
+    float32 rows (the peers run float32). Header: PEER_HEAD; no rows without peers."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if record_dtype(r) == "float32":
+            groups.setdefault(r.get("group") or r["name"], []).append(r)
+    rows = []
+    for group, members in groups.items():
+        peers = {r["extra_info"]["provider"]: r["stats"]["median"] for r in members
+                 if r.get("extra_info", {}).get("provider") in PEERS}
+        if not peers:
+            continue
+        ours = sorted((r for r in members if r.get("extra_info", {}).get("provider") not in BASELINES + PEERS),
+                      key=lambda r: r["stats"]["median"])
+        for r in ours:
+            median = r["stats"]["median"]
+            cells = [group, record_label(r), format_ms(median)]
+            for peer in PEERS:
+                theirs = peers.get(peer)
+                cells += [format_ms(theirs), "–" if theirs is None or not median else f"{theirs / median:.2f}×"]
+            rows.append(cells)
+    return rows
+
+
+def _table(title: str, note: str, head: Sequence[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = [f"{title}.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([title, note, fmt.format(*head)] + [fmt.format(*r) for r in rows])
+
+
 def format_comparison(records: Sequence[dict], info: dict, markdown: bool = False) -> str:
     """The table every benchmark run ends with: for each group (an op or a model at one shape and mode),
     each din_fast provider's median against the reference and ``torch.compile(reference)`` as ratios
-    (baseline median / din_fast median: > 1 is faster), headed by the machine (:func:`machine_name`).
+    (baseline median / din_fast median: > 1 is faster), headed by the machine (:func:`machine_name`);
+    then, when peer runtimes ran, each din_fast provider against them (:func:`peer_cells`).
     Plain text for terminals (``din-fast bench``, the pytest run), markdown for benchmarks/report.py."""
     title = f"din_fast against the reference and torch.compile(reference) on {machine_name(info)}"
-    rows = comparison_cells(compare(records))
-    if markdown:
-        head = ["| " + " | ".join(COMPARISON_HEAD) + " |", "|" + "---|" * len(COMPARISON_HEAD)]
-        lines = [f"{title}.", ""] + head
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(COMPARISON_HEAD)]
-    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    lines = [title, "(× = baseline median / din_fast median: > 1 means din_fast is faster)",
-             fmt.format(*COMPARISON_HEAD)]
-    return "\n".join(lines + [fmt.format(*r) for r in rows])
+    text = _table(title, "(× = baseline median / din_fast median: > 1 means din_fast is faster)",
+                  COMPARISON_HEAD, comparison_cells(compare(records)), markdown)
+    peers = peer_cells(records)
+    if peers:
+        title = f"din_fast against ONNX Runtime and OpenVINO (the model's ONNX file) on {machine_name(info)}"
+        text += "\n\n" + _table(title, "(× = runtime median / din_fast median: > 1 means din_fast is faster)",
+                                PEER_HEAD, peers, markdown)
+    return text
 
 
 def _csv(kind: Callable[[str], object]) -> Callable[[str], list]:

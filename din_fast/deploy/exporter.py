@@ -86,7 +86,7 @@ def _save_onnx(program: torch.export.ExportedProgram, path: str, opset: int | No
     require("onnxscript", "ONNX export")
     onnx = require("onnx", "ONNX export")
     onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                                     output_names=[OUTPUT_NAME], optimize=True)
+                                     output_names=[OUTPUT_NAME], optimize=True, verbose=False)
     shape = onnx_program.model.graph.inputs[0].shape
     onnx_program.rename_axes({shape[axis]: name for axis, name in _AXES.items()
                               if not isinstance(shape[axis], int)})
