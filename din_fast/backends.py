@@ -6,8 +6,18 @@ kernels in ``din_fast._C``), ``"triton"`` (``din_fast.kernels``) and ``"cuda"`` 
 manager, or the environment variable ``DIN_FAST_BACKEND`` read at import.
 
 ``"auto"`` picks, per op and tensor: on CPU the cpp kernel when it was built and supports the dtype;
-on CUDA the first available of ``GPU_PREFERENCE[op]``; otherwise the reference. An explicitly chosen
-backend never falls back: if it cannot run an op on the given tensor, a RuntimeError says why.
+on CUDA the first available of ``GPU_PREFERENCE[op]``; otherwise the reference.
+
+An explicit backend runs every op on that backend's devices (cpp: CPU tensors; cuda: CUDA tensors;
+triton: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), so whole models run under it:
+
+- an op with a kernel of that backend (its ``kernels``, declared where the op is defined) runs that
+  kernel and never falls back: if the kernel cannot run the tensor (not built, unsupported dtype), a
+  RuntimeError says why;
+- an op without a kernel of that backend runs its reference there, by design, as each op's module says
+  why (conv3x3 on GPUs: cuDNN's convolution is that implementation).
+
+A tensor on a device the backend does not run on is an error for every op.
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ def _validated(name: str) -> str:
 
 
 _current = _validated(os.environ.get("DIN_FAST_BACKEND", "auto"))
+# Per op, the non-reference implementations it has a kernel of (``declare_kernels``, called by the op).
+_KERNELS: dict[str, frozenset[str]] = {}
 _resolved: dict[tuple[str, str, torch.dtype, str], str] = {}
 
 
@@ -80,11 +92,23 @@ class use_backend(ContextDecorator):  # noqa: N801 (used like the function it re
         set_backend(self._previous.pop())
 
 
-def op_names() -> list[str]:
-    """Names of all fused ops."""
-    from din_fast.ops._library import OPS
+def declare_kernels(op: str, kernels: tuple[str, ...]) -> None:
+    """Record which non-reference implementations ``op`` has a kernel of (called where the op is defined).
+    Under an explicit backend outside ``kernels`` the op's reference is its implementation."""
+    unknown = set(kernels) - set(IMPLEMENTATIONS[1:])
+    if unknown:
+        raise ValueError(f"unknown implementations {sorted(unknown)} for {op}")
+    _KERNELS[op] = frozenset(kernels)
 
-    return sorted(OPS)
+
+def kernels(op: str) -> frozenset[str]:
+    """The non-reference implementations ``op`` has a kernel of (see ``declare_kernels``)."""
+    return _KERNELS[op]
+
+
+def op_names() -> list[str]:
+    """Names of all fused ops (those that declared their kernels: importing din_fast.ops does)."""
+    return sorted(_KERNELS)
 
 
 def _has_kernel(private_op: str, key: str) -> bool:
@@ -112,8 +136,19 @@ def _compiled_reason(op: str, impl: str, device_type: str, dtype: torch.dtype) -
     return None
 
 
+def _device_reason(impl: str, device_type: str) -> str | None:
+    """None if backend ``impl`` runs on ``device_type`` tensors, else the reason."""
+    if impl in _COMPILED:
+        device, key = _COMPILED[impl][:2]
+        return None if device_type == device else f"the {impl} implementation runs on {key} tensors"
+    if impl == "triton":
+        return _triton_usable(device_type)
+    return None
+
+
 def unavailable_reason(op: str, impl: str, device_type: str, dtype: torch.dtype) -> str | None:
-    """None if implementation ``impl`` of ``op`` can run on (device_type, dtype), else the reason."""
+    """None if ``op``'s own implementation ``impl`` (its kernel; the reference for ``"reference"``) can run
+    on (device_type, dtype), else the reason."""
     if impl == "reference":
         return None
     if impl in _COMPILED:
@@ -160,6 +195,8 @@ def _resolve(op: str, device_type: str, dtype: torch.dtype, backend: str) -> str
     if impl is None:
         if backend == "auto":
             impl = _auto(op, device_type, dtype)
+        elif backend not in _KERNELS[op] and _device_reason(backend, device_type) is None:
+            impl = "reference"  # no kernel of this backend: the reference is the op's implementation there
         else:
             reason = unavailable_reason(op, backend, device_type, dtype)
             if reason is not None:
@@ -171,10 +208,18 @@ def _resolve(op: str, device_type: str, dtype: torch.dtype, backend: str) -> str
 
 
 def implementations(op: str) -> dict[str, str]:
-    """For ``din-fast info``: each implementation of ``op`` and whether it is built."""
+    """For ``din-fast info``: each implementation of ``op`` and whether it is built (an implementation
+    the op has no kernel of says so: the reference runs there)."""
     out = {"reference": "available"}
-    out["cpp"] = "built" if _has_kernel(f"_{op}_cpp", "CPU") else "not built"
-    out["cuda"] = "built" if _has_kernel(f"_{op}_cuda", "CUDA") else "not built"
-    has_module = importlib.util.find_spec(f"din_fast.kernels.{op}") is not None
-    out["triton"] = "kernel present" if has_module else "no kernel"
+    own = _KERNELS[op]
+    for impl, key in (("cpp", "CPU"), ("cuda", "CUDA")):
+        if impl not in own:
+            out[impl] = "no kernel (the reference runs)"
+        else:
+            out[impl] = "built" if _has_kernel(f"_{op}_{impl}", key) else "not built"
+    if "triton" not in own:
+        out["triton"] = "no kernel (the reference runs)"
+    else:
+        has_module = importlib.util.find_spec(f"din_fast.kernels.{op}") is not None
+        out["triton"] = "kernel present" if has_module else "kernel missing"
     return out

@@ -4,13 +4,16 @@ implementations that cannot run."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import din_fast
-from din_fast import _extension, backends
+from din_fast import _extension, backends, create_model
+from din_fast.models.din import RESTORATION_TASKS
 from op_inputs import ARGS
+from test_models import TINY
 
 SCHEMAS = {
     "asyca": "din_fast::asyca(Tensor x1, Tensor x2, Tensor w_init, Tensor b_init, Tensor w_dc, Tensor b_dc, "
@@ -148,3 +151,66 @@ def test_compiled_code_follows_backend_switch():
         fn(*args)
     with din_fast.use_backend("cuda"), pytest.raises(RuntimeError, match="cannot run dwc_sum"):
         fn(*args)  # a CPU tensor: the cuda backend must be asked again, not the cached reference graph
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Tiny configurations of every registered model (the Triton interpreter runs every program in Python).
+TINY_MODELS = {
+    **TINY,
+    **{f"din-{task}": dict(num_features=8, growth_rate=4, branches=2, blocks=1, rdbs=1, reduction=2)
+       for task in RESTORATION_TASKS},
+}
+
+
+def test_declared_kernels_are_the_sources():
+    """Each op's ``kernels`` (what an explicit backend runs instead of the reference) names exactly the
+    kernels whose sources exist: csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu, kernels/<op>.py."""
+    for op in backends.op_names():
+        sources = {"cpp": ROOT / "csrc" / "cpu" / f"{op}.cpp", "cuda": ROOT / "csrc" / "cuda" / f"{op}.cu",
+                   "triton": ROOT / "kernels" / f"{op}.py"}
+        assert backends.kernels(op) == {impl for impl, path in sources.items() if path.exists()}, op
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_ops_without_a_kernel_of_the_backend_run_their_reference(backend, monkeypatch):
+    """Under an explicit backend an op without such a kernel resolves to its reference on that backend's
+    devices, and an op with one resolves to it (never to the reference)."""
+    monkeypatch.setattr(backends, "_resolved", {})
+    monkeypatch.setattr(backends, "_has_kernel", lambda private_op, key: True)  # as if built for CUDA
+    device = torch.device("cuda")
+    with din_fast.use_backend(backend):
+        for op in backends.op_names():
+            expected = backend if backend in backends.kernels(op) else "reference"
+            assert backends.resolve(op, device, torch.float32) == expected, op
+    assert "conv3x3" in [op for op in backends.op_names() if backend not in backends.kernels(op)]
+
+
+def test_a_missing_kernel_of_the_backend_still_raises(monkeypatch):
+    """An op that has a cuda kernel but whose kernel is not built raises under "cuda"; it does not run
+    the reference."""
+    monkeypatch.setattr(backends, "_resolved", {})
+    monkeypatch.setattr(backends, "_has_kernel", lambda private_op, key: False)
+    with din_fast.use_backend("cuda"), pytest.raises(RuntimeError, match="cannot run asyca"):
+        backends.resolve("asyca", torch.device("cuda"), torch.float32)
+
+
+def test_registered_models_are_covered():
+    assert set(TINY_MODELS) == set(din_fast.list_models())
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_whole_model_under_triton_equals_reference(name):
+    """Every registered model runs under ``use_backend("triton")`` (on CPU: the interpreter) and gives
+    the reference backend's output, conv3x3 running its reference, the other ops their Triton kernels."""
+    if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    scale = 1 if name.startswith("din-") and name != "din-ijcai" else 2
+    model = create_model(name, scale, **TINY_MODELS[name]).to(device, torch.float64).eval()
+    x = torch.rand(1, 3, 8, 7, dtype=torch.float64, device=device)
+    with torch.no_grad(), din_fast.use_backend("reference"):
+        expected = model(x)
+    with torch.no_grad(), din_fast.use_backend("triton"):
+        got = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)

@@ -187,11 +187,17 @@ class FusedOp:
         check: validates the arguments (shapes, dtypes, devices; never reads data), raising
             ValueError naming the bad argument. Runs in fake kernels too.
         output_shape: the forward output's shape from the arguments.
+        kernels: the non-reference implementations the op has a kernel of (``"cpp"``: csrc/cpu/<op>.cpp,
+            ``"cuda"``: csrc/cuda/<op>.cu, ``"triton"``: kernels/<op>.py). Under an explicit backend
+            outside them the reference is the op's implementation (``din_fast.backends``); the op's
+            module says why there is no such kernel.
     """
 
     def __init__(self, schema: str, reference: Callable[..., torch.Tensor],
-                 check: Callable[..., None], output_shape: Callable[..., Sequence[int]]) -> None:
+                 check: Callable[..., None], output_shape: Callable[..., Sequence[int]],
+                 kernels: tuple[str, ...]) -> None:
         self.name, rest = schema.split("(", 1)
+        backends.declare_kernels(self.name, kernels)
         params = rest.rsplit(")", 1)[0]
         self.reference = reference
         self.check = check

@@ -41,6 +41,7 @@ _OP = FusedOp(
     reference=reference.asyca,
     check=_check,
     output_shape=lambda x1, *_: x1.shape,
+    kernels=("cpp", "cuda", "triton"),
 )
 
 

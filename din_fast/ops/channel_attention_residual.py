@@ -31,6 +31,7 @@ _OP = FusedOp(
     reference=reference.channel_attention_residual,
     check=_check,
     output_shape=lambda u, *_: u.shape,
+    kernels=("cpp", "cuda", "triton"),
 )
 
 

@@ -9,6 +9,9 @@ statistics of x'; the output) and never write x'.
 Shapes: x, skip (B, C, H, W); w_ca1 (R, C, 1, 1), b_ca1 (R,); w_ca2 (C, R, 1, 1), b_ca2 (C,);
 w_sa (1, 2, 7, 7), b_sa (1,). Output (B, C, H, W). The max pools' gradients go to one maximal element
 (the first), as max_pool2d's do; at exact ties that is one valid subgradient.
+
+Implementations: reference, cpp, triton. There is no CUDA kernel: on GPUs the Triton kernel is the fused
+implementation (backend ``auto`` or ``triton``); under backend ``cuda`` the reference runs.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ _OP = FusedOp(
     reference=reference.channel_spatial_attention,
     check=_check,
     output_shape=lambda x, *_: x.shape,
+    kernels=("cpp", "triton"),
 )
 
 

@@ -27,8 +27,9 @@ the strip height in tile rows (for tests and tuning; the default is chosen from 
 thread count). The weight gradient is summed per thread, so it depends on the thread count at the level of
 float rounding, as oneDNN's does.
 
-There is no Triton or CUDA kernel: on GPUs cuDNN already chooses Winograd or implicit-GEMM algorithms
-per shape, so the reference (``F.conv2d``) is what runs there.
+Implementations: reference, cpp. There is no Triton or CUDA kernel: on GPUs cuDNN already chooses
+Winograd or implicit-GEMM algorithms per shape, so the reference (``F.conv2d``) is the op's implementation
+under backends ``triton`` and ``cuda`` (and ``auto`` on GPUs).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _OP = FusedOp(
     reference=reference.conv3x3,
     check=_check,
     output_shape=lambda x, weight, bias: (x.shape[0], weight.shape[0], x.shape[2], x.shape[3]),
+    kernels=("cpp",),
 )
 
 

@@ -8,6 +8,9 @@ kernel merges the row and the column online (a running maximum and sum per posit
 
 Shapes: q, k (B, Cq, H, W); v (B, C, H, W). Output (B, C, H, W). Accumulation in float32 (float64 for
 float64 inputs).
+
+Implementations: reference, cpp, triton. There is no CUDA kernel: on GPUs the Triton kernel is the fused
+implementation (backend ``auto`` or ``triton``); under backend ``cuda`` the reference runs.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ _OP = FusedOp(
     reference=reference.criss_cross_attention,
     check=_check,
     output_shape=lambda q, k, v: v.shape,
+    kernels=("cpp", "triton"),
 )
 
 

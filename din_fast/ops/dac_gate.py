@@ -8,6 +8,9 @@ One reduction pass gives μ_x, σ_x, μ_v, σ_v; one elementwise pass writes y.
 
 Shapes: x, r (B, C, H, W); v (B, 1, H, W); w_mean1, w_std1 (R, C, 1, 1); w_mean2, w_std2 (C, R, 1, 1).
 Output (B, C, H, W). H·W must be > 1 (the unbiased variance of one pixel is undefined).
+
+Implementations: reference, cpp, triton. There is no CUDA kernel: on GPUs the Triton kernel is the fused
+implementation (backend ``auto`` or ``triton``); under backend ``cuda`` the reference runs.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ _OP = FusedOp(
     reference=reference.dac_gate,
     check=_check,
     output_shape=lambda x, *_: x.shape,
+    kernels=("cpp", "triton"),
 )
 
 

@@ -39,6 +39,7 @@ _OP = FusedOp(
     reference=reference.dilated_encdec,
     check=_check,
     output_shape=lambda h, *_: (h.shape[0], 1, h.shape[2], h.shape[3]),
+    kernels=("cpp", "cuda", "triton"),
 )
 
 

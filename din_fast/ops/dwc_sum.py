@@ -33,6 +33,7 @@ _OP = FusedOp(
     reference=reference.dwc_sum,
     check=_check,
     output_shape=lambda inputs, *_: inputs[0].shape,
+    kernels=("cpp", "cuda", "triton"),
 )
 
 

@@ -31,6 +31,7 @@ _OP = FusedOp(
     reference=reference.mshf,
     check=_check,
     output_shape=lambda x, *_: (x.shape[0], 3, x.shape[2], x.shape[3]),
+    kernels=("cpp", "cuda", "triton"),
 )
 
 
