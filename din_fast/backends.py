@@ -29,6 +29,7 @@ from contextlib import ContextDecorator
 import torch
 
 from din_fast import _extension
+from din_fast._torch_internals import assume_constant_result
 
 IMPLEMENTATIONS = ("reference", "cpp", "triton", "cuda")
 BACKENDS = ("auto",) + IMPLEMENTATIONS
@@ -103,7 +104,10 @@ def declare_kernels(op: str, kernels: tuple[str, ...]) -> None:
 
 def kernels(op: str) -> frozenset[str]:
     """The non-reference implementations ``op`` has a kernel of (see ``declare_kernels``)."""
-    return _KERNELS[op]
+    own = _KERNELS.get(op)
+    if own is None:
+        raise ValueError(f"unknown din_fast op {op!r} (the ops declare themselves when din_fast.ops is imported)")
+    return own
 
 
 def op_names() -> list[str]:
@@ -188,14 +192,14 @@ def resolve(op: str, device: torch.device, dtype: torch.dtype) -> str:
     return _resolve(op, device.type, dtype, _current)
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _resolve(op: str, device_type: str, dtype: torch.dtype, backend: str) -> str:
     key = (op, device_type, dtype, backend)
     impl = _resolved.get(key)
     if impl is None:
         if backend == "auto":
             impl = _auto(op, device_type, dtype)
-        elif backend not in _KERNELS[op] and _device_reason(backend, device_type) is None:
+        elif backend not in kernels(op) and _device_reason(backend, device_type) is None:
             impl = "reference"  # no kernel of this backend: the reference is the op's implementation there
         else:
             reason = unavailable_reason(op, backend, device_type, dtype)
@@ -211,7 +215,7 @@ def implementations(op: str) -> dict[str, str]:
     """For ``din-fast info``: each implementation of ``op`` and whether it is built (an implementation
     the op has no kernel of says so: the reference runs there)."""
     out = {"reference": "available"}
-    own = _KERNELS[op]
+    own = kernels(op)
     for impl, key in (("cpp", "CPU"), ("cuda", "CUDA")):
         if impl not in own:
             out[impl] = "no kernel (the reference runs)"

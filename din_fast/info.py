@@ -11,6 +11,7 @@ def report() -> str:
     import torch
 
     import din_fast
+    import din_fast.ops  # noqa: F401  (registers the ops, which declare their kernels to backends)
     from din_fast import _extension, backends
 
     info = _extension.build_info()

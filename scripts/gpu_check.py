@@ -650,6 +650,7 @@ def worker_environment(dry_run: bool) -> dict:
 def worker_kernels(dry_run: bool) -> dict:
     import torch
 
+    import din_fast.ops  # noqa: F401  (registers the ops)
     from din_fast import _extension, backends
 
     out = {"cuda_available": torch.cuda.is_available(), "load_error": None if _extension.has_ops() else

@@ -119,7 +119,7 @@ def test_unavailable_reasons_are_specific():
 
 
 def test_disabled_extension_routes_to_reference_and_explains():
-    code = ("import torch, din_fast\n"
+    code = ("import torch, din_fast, din_fast.ops\n"
             "from din_fast import backends, _extension\n"
             "assert not _extension.has_ops() and 'DIN_FAST_DISABLE_EXT' in _extension.load_error()\n"
             "assert backends.resolve('asyca', torch.device('cpu'), torch.float32) == 'reference'\n"

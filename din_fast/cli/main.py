@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
@@ -43,41 +44,39 @@ def _export(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: (command, help, module whose ``add_arguments`` adds its arguments, handler).
+_COMMANDS = (
+    ("upscale", "super-resolve image files and folders", "din_fast.cli.upscale", _upscale),
+    ("eval", "PSNR / SSIM (Y channel) of a model on a folder of HR images", "din_fast.cli.evaluate", _eval),
+    ("info", "versions, the compiled extension and the implementation of each op", None, _info),
+    ("bench", "time whole models per implementation and print a table", "din_fast.bench", _bench),
+    ("export", "write a model as ONNX (standard operators) or a torch.export .pt2", "din_fast.cli.export", _export),
+    ("train", "train a model on an image folder (one process, or many with torchrun)", "din_fast.train.trainer",
+     _train),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The din-fast parser. With ``command`` only that subcommand gets its arguments: the others' modules
+    import torch, which ``din-fast --help`` / ``--version`` must not (None: every subcommand's)."""
+    from din_fast import __version__
+
     parser = argparse.ArgumentParser(prog="din-fast", description="Fast DIN / DeFiAN super-resolution.")
+    parser.add_argument("--version", action="version", version=f"din-fast {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    from din_fast.cli.evaluate import add_arguments as add_eval_arguments
-    from din_fast.cli.upscale import add_arguments as add_upscale_arguments
-
-    upscale = sub.add_parser("upscale", help="super-resolve image files and folders")
-    add_upscale_arguments(upscale)
-    upscale.set_defaults(func=_upscale)
-    evaluate = sub.add_parser("eval", help="PSNR / SSIM (Y channel) of a model on a folder of HR images")
-    add_eval_arguments(evaluate)
-    evaluate.set_defaults(func=_eval)
-    info = sub.add_parser("info", help="versions, the compiled extension and the implementation of each op")
-    info.set_defaults(func=_info)
-    from din_fast.bench import add_arguments as add_bench_arguments
-
-    bench = sub.add_parser("bench", help="time whole models per implementation and print a table")
-    add_bench_arguments(bench)
-    bench.set_defaults(func=_bench)
-    from din_fast.cli.export import add_arguments as add_export_arguments
-
-    export = sub.add_parser("export", help="write a model as ONNX (standard operators) or a torch.export .pt2")
-    add_export_arguments(export)
-    export.set_defaults(func=_export)
-    from din_fast.train.trainer import add_arguments as add_train_arguments
-
-    train = sub.add_parser("train", help="train a model on an image folder (one process, or many with torchrun)")
-    add_train_arguments(train)
-    train.set_defaults(func=_train)
+    for name, help_text, module, handler in _COMMANDS:
+        sub_parser = sub.add_parser(name, help=help_text)
+        if module is not None and command in (None, name):
+            importlib.import_module(module).add_arguments(sub_parser)
+        sub_parser.set_defaults(func=handler)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {name for name, *_ in _COMMANDS}
+    parser = build_parser(next((a for a in argv if a in commands), ""))  # "": no subcommand's arguments
     args = parser.parse_args(argv)
     from din_fast import allocator
 
