@@ -10,13 +10,12 @@ checkpoints (detected from the file's contents, not its name).
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 
 from safetensors.torch import load_file
 
+from din_fast.io.safetensors_header import looks_like_safetensors, read_safetensors_header
 from din_fast.models.blocks import SRModel
 from din_fast.models.native import HEADER_KEY, load_model
 from din_fast.models.official import from_official
@@ -42,27 +41,6 @@ def default_weights(scale: int) -> Path:
     return path
 
 
-def _safetensors_metadata(path: Path) -> dict | None:
-    """The ``__metadata__`` of a safetensors file (empty dict if none), or None if ``path`` is not one.
-
-    Format: an 8-byte little-endian header length ``n``, then ``n`` bytes of JSON."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return None
-        (n,) = struct.unpack("<Q", head)
-        if n < 2 or 8 + n > size:
-            return None
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return None
-    if not isinstance(header, dict):
-        return None
-    return header.get("__metadata__") or {}
-
-
 def load_weights(path: str | os.PathLike, model: str | None = None, scale: int | None = None) -> SRModel:
     """Load a native or official weights file (detected), checking it against ``model`` / ``scale``.
 
@@ -73,13 +51,17 @@ def load_weights(path: str | os.PathLike, model: str | None = None, scale: int |
 
     Raises:
         FileNotFoundError: no such file.
+        WeightsFileError: a truncated or corrupt safetensors file, a native file whose header does not match
+            its tensors or whose weights are not finite (``din_fast.models.native.load_model``).
         ValueError: a native file for another model or scale; an official checkpoint without model and
             scale; ``CheckpointError`` (a ValueError) when an official checkpoint does not fit the model.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    metadata = _safetensors_metadata(path)
+    # a file that starts like safetensors must be a valid one: a truncated or corrupt file is reported as
+    # such, not mistaken for another format
+    metadata = read_safetensors_header(path).metadata if looks_like_safetensors(path) else None
     if metadata is not None and HEADER_KEY in metadata:
         loaded = load_model(str(path))
         if model is not None and model != loaded.model_name:
