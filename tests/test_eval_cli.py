@@ -77,7 +77,8 @@ def test_eval_cli_table_and_json(tmp_path, hr_dir, weights, capsys):
         assert result["mean"][key] == pytest.approx(np.mean([r[key] for r in result["images"]]))
     lines = text.splitlines()
     assert "PSNR (dB)" in lines[1] and "bicubic SSIM" in lines[1]
-    assert lines[-2].startswith("mean") and f"{result['mean']['psnr']:.2f}" in lines[-2]
+    assert lines[-3].startswith("mean") and f"{result['mean']['psnr']:.2f}" in lines[-3]
+    assert lines[-2] == "2 evaluated, 0 failed" and result["failed"] == []
 
 
 def test_given_lr_folder_and_defian_ssim(tmp_path, weights):
@@ -124,4 +125,6 @@ def test_eval_errors(tmp_path, hr_dir, weights, capsys, case, message):
         args[-1] = "3"
     assert main(args) != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("din-fast eval: error: ") and message in err, err
+    lines = err.splitlines()  # a failing image is one line; with a bad LR folder, both images fail
+    assert len(lines) == (2 if "--lr" in args else 1), err
+    assert all(line.startswith("din-fast eval: error: ") for line in lines) and message in err, err

@@ -130,7 +130,8 @@ def test_grey_and_rgba_8bit(tmp_path):
     write_image(tmp_path / "a2.png", img.rgb, img.alpha)
     with Image.open(tmp_path / "a2.png") as im:
         assert im.mode == "RGBA" and np.array_equal(np.asarray(im), rgba)
-    write_image(tmp_path / "a3.jpg", img.rgb, img.alpha)  # JPEG has no alpha: dropped
+    with pytest.warns(UserWarning, match="a3.jpg: JPEG has no alpha channel; the transparency is dropped"):
+        write_image(tmp_path / "a3.jpg", img.rgb, img.alpha)
     with Image.open(tmp_path / "a3.jpg") as im:
         assert im.mode == "RGB"
 

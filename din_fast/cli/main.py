@@ -1,10 +1,20 @@
-"""The ``din-fast`` command line (also ``python -m din_fast``)."""
+"""The ``din-fast`` command line (also ``python -m din_fast``).
+
+Errors are one line on stderr (``--debug`` shows the traceback); warnings too. SIGTERM is handled like
+Ctrl-C (SIGINT): the exception it raises unwinds the command, so temporary files are deleted
+(``din_fast.io.atomic``) before the process exits with 128 + the signal's number.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -73,6 +83,40 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler; a BaseException like KeyboardInterrupt, so no ``except Exception``
+    swallows it and every cleanup on the way out runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` while the command runs (the handler is restored afterwards); only the
+    main thread can install handlers, so elsewhere (a library caller's thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Warnings printed as ``din-fast COMMAND: warning: ...`` instead of Python's two-line format."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"din-fast {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {name for name, *_ in _COMMANDS}
@@ -82,10 +126,14 @@ def main(argv: list[str] | None = None) -> int:
 
     allocator.keep_freed_memory()  # large feature maps are reused instead of page-faulted again
     try:
-        return args.func(args)
+        with _terminate_like_interrupt(), _one_line_warnings(args.command):
+            return args.func(args)
     except KeyboardInterrupt:
         print("din-fast: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated:
+        print("din-fast: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as exc:  # one clear line for users; --debug shows the traceback
         if args.debug:
             raise

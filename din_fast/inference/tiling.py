@@ -22,13 +22,14 @@ Self-ensemble (DIN+ / "x8"). With ``T`` the eight flips/rotations of the square'
 Automatic tiling. With ``tile=None`` the image is run whole; if that runs out of memory (CUDA's
 ``OutOfMemoryError``, or the CPU allocator's "not enough memory" error), the run is retried with tiles of
 half the longer side, then a quarter, ... until it fits (the tile size found is reused for the rest of
-the image's passes). On CPU, Linux may kill a process instead of failing an allocation; pass ``tile``
+the image's passes), and an ``AutoTilingWarning`` says so. On CPU, Linux may kill a process instead of failing an allocation; pass ``tile``
 there for images that are large for the machine.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -36,7 +37,7 @@ from torch import nn
 
 from din_fast.models.blocks import check_image_batch
 
-__all__ = ["upscale", "tile_grid"]
+__all__ = ["AutoTilingWarning", "upscale", "tile_grid"]
 
 Progress = Callable[[int, int], None]
 
@@ -59,17 +60,23 @@ def _is_out_of_memory(exc: BaseException) -> bool:
                                               or "can't allocate memory" in text)
 
 
-def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+class AutoTilingWarning(UserWarning):
+    """The whole image did not fit in memory and is being run in tiles."""
+
+
+def _model_placement(model: nn.Module, image: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's parameters (the image's own without parameters)."""
     param = next(iter(model.parameters()), None)
-    return param.device if param is not None else fallback
+    return (param.device, param.dtype) if param is not None else (image.device, image.dtype)
 
 
 class _Runner:
     """Runs ``model`` over an image, whole or tiled, and reports progress over all passes."""
 
     def __init__(self, model: nn.Module, tile: int | None, overlap: int, passes: int,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, dtype: torch.dtype) -> None:
         self.model = model
+        self.dtype = dtype
         self.tile = tile
         self.auto = tile is None
         self.overlap = overlap
@@ -79,7 +86,7 @@ class _Runner:
         self.total = 0
 
     def _forward(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        return self.model(x.to(device, non_blocking=True)).to(x.device)
+        return self.model(x.to(device, self.dtype, non_blocking=True)).to(x.device)
 
     def _tick(self, total_this_pass: int) -> None:
         self.done += 1
@@ -106,7 +113,10 @@ class _Runner:
                 longest = max(x.shape[-2:]) if self.tile is None else self.tile
                 if longest <= _MIN_AUTO_TILE:
                     raise RuntimeError(f"out of memory even with {longest}x{longest} tiles: {exc}") from exc
+                tried = "the whole image" if self.tile is None else f"{self.tile}x{self.tile} tiles"
                 self.tile = max(_MIN_AUTO_TILE, math.ceil(longest / 2))
+                warnings.warn(f"out of memory running {tried}; tiling automatically with {self.tile}x{self.tile} "
+                              "tiles (--tile sets the size)", AutoTilingWarning, stacklevel=4)
 
     def _tiled(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -154,8 +164,9 @@ def upscale(model: nn.Module, image: torch.Tensor, tile: int | None = None, over
     Args:
         model: maps (B, 3, H, W) → (B, 3, sH, sW) (any din_fast model, or ``din_fast.optimize(model)``);
             called under ``torch.no_grad``; its mode (train/eval) is left as it is.
-        image: float RGB in [0, 1], (3, H, W) or (B, 3, H, W), on any device; each tile is moved to the
-            model's device and the result is assembled on the image's device.
+        image: float RGB in [0, 1], (3, H, W) or (B, 3, H, W), on any device and of any floating dtype;
+            each tile is moved to the model's device and converted to its parameters' dtype, and the
+            result is assembled on the image's device.
         tile: core size in input pixels (the model sees up to ``tile + 2 · overlap``); None runs the image
             whole and tiles automatically if it runs out of memory (module doc).
         overlap: context pixels on each side of a core; at most ``tile``.
@@ -176,9 +187,9 @@ def upscale(model: nn.Module, image: torch.Tensor, tile: int | None = None, over
         raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
     if tile is not None and tile < overlap:
         raise ValueError(f"tile ({tile}) must not be smaller than the overlap ({overlap})")
-    device = _model_device(model, batch.device)
+    device, dtype = _model_placement(model, batch)
     transforms = _transforms() if ensemble else [(0, False)]
-    runner = _Runner(model, tile, overlap, len(transforms), progress)
+    runner = _Runner(model, tile, overlap, len(transforms), progress, dtype)
     total: torch.Tensor | None = None
     with torch.no_grad():
         for i, (k, flip) in enumerate(transforms):

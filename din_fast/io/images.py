@@ -22,10 +22,13 @@ drop it; WebP and BMP, which have no grey+alpha mode, store grey+alpha as RGBA.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import threading
+import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +38,12 @@ from PIL import Image, UnidentifiedImageError
 
 from din_fast.io.atomic import atomic_path
 
-__all__ = ["FORMATS", "ImageData", "find_images", "format_for", "read_image", "write_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "ImageData", "ImageTooLargeError", "find_images", "format_for",
+           "read_image", "write_image"]
+
+#: Largest image (width x height) that ``read_image`` decodes unless told otherwise: a 40-megapixel RGB
+#: image is 480 MB as float32, and its x4 result 7.7 GB; the check reads only the file's header.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 # file extension -> Pillow format name; the first extension of each format is the one written
 FORMATS: dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
@@ -57,6 +65,25 @@ _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 _EXIF_ORIENTATION = 0x0112
 # ITU-R 601 luma weights, Pillow's RGB -> L conversion: how an upscaled grey image is turned back to grey
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose declared size is above the pixel limit of ``read_image``."""
+
+
+# Pillow's own decompression-bomb check (a warning above 89 MP, an error above 179 MP, in Image.open) is
+# replaced by ``read_image``'s limit, which the caller can raise; it is switched off while we open a file.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_size_check_off() -> Iterator[None]:
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 @dataclass
@@ -87,12 +114,13 @@ def format_for(path: str | os.PathLike) -> str | None:
 
 def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files and folders into the image files to process: each folder's images (by extension,
-    not recursive) in sorted order, files as given. FileNotFoundError / ValueError for a missing path or
-    a folder without images."""
+    not recursive; never dotfiles, which include ``din_fast.io.atomic``'s temporary files) in sorted
+    order, files as given. FileNotFoundError / ValueError for a missing path or a folder without images."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images = sorted(p for p in item.iterdir() if p.is_file() and format_for(p))
+            images = sorted(p for p in item.iterdir()
+                            if not p.name.startswith(".") and p.is_file() and format_for(p))
             if not images:
                 raise ValueError(f"no images in folder {item} (looked for {', '.join(sorted(FORMATS))})")
             found += images
@@ -114,7 +142,7 @@ def _decode_png16(path: Path, colour_type: int) -> np.ndarray:
     """The uint16 ``H x W x C`` samples of a 16-bit RGB / grey+alpha / RGBA PNG (see the module doc)."""
 
     def decode(mode: str | None, rawmode: str) -> np.ndarray:
-        with Image.open(path) as im:
+        with _pillow_size_check_off(), Image.open(path) as im:
             if mode is not None:
                 im._mode = mode  # a mode of the same stride, so Pillow's unfiltering is unchanged
             im.tile = [t._replace(args=rawmode) for t in im.tile]
@@ -147,18 +175,35 @@ def _samples(im: Image.Image) -> tuple[np.ndarray, int, bool, bool]:
     return np.asarray(im.convert("RGBA" if has_alpha else "RGB")), 8, False, has_alpha
 
 
-def read_image(path: str | os.PathLike) -> ImageData:
+def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
     """Decode an image file (PNG, JPEG, BMP, TIFF, WebP, or anything else Pillow reads).
+
+    Of an animated or multi-frame file only the first frame is read (with a warning).
+
+    Args:
+        path: the file.
+        max_pixels: refuse images whose declared width x height is above this, before decoding them
+            (None: no limit).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ImageTooLargeError: the image is larger than ``max_pixels`` (a ValueError).
         ValueError: the file is not a readable image (unknown format, truncated or corrupt data).
+        Every message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with _pillow_size_check_off():
+            im = Image.open(path)
+        with im:
+            width, height = im.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{path}: {width}x{height} image ({width * height / 1e6:.1f} megapixels) is larger than "
+                    f"the limit of {max_pixels / 1e6:g} megapixels (raise it with --max-pixels)")
+            frames = getattr(im, "n_frames", 1)
             colour_type = _png16_colour_type(im)  # first: load() (also run by getexif) empties im.tile
             fmt = im.format or "PNG"
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
@@ -169,10 +214,13 @@ def read_image(path: str | os.PathLike) -> ImageData:
             else:
                 im.load()
                 arr, bits, grey, has_alpha = _samples(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, struct.error, zlib.error) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"cannot read {path}: not a valid image ({exc})") from None
+    except (FileNotFoundError, ImageTooLargeError):
+        raise
+    except Exception as exc:  # Pillow's decoders fail in many ways on a broken file; all mean the same
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot read {path}: not a valid image ({reason})") from None
+    if frames > 1:
+        warnings.warn(f"{path}: {fmt} with {frames} frames; only the first frame is used", stacklevel=2)
     if orientation in _ORIENT:
         arr = _ORIENT[orientation](arr)
     pixels = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / (2 ** bits - 1)).permute(2, 0, 1)
@@ -184,8 +232,6 @@ def read_image(path: str | os.PathLike) -> ImageData:
 
 def _quantise(x: torch.Tensor, bits: int) -> np.ndarray:
     """float ``(C, H, W)`` in [0, 1] -> ``H x W x C`` uint8/uint16, ``round(clamp(x) · (2^bits − 1))``."""
-    if torch.isnan(x).any():
-        raise ValueError("image contains NaN")
     q = (x.detach().float().cpu().clamp(0, 1) * (2 ** bits - 1)).round().permute(1, 2, 0).numpy()
     return q.astype(np.uint16 if bits == 16 else np.uint8)
 
@@ -239,6 +285,8 @@ def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor 
     if alpha is not None and (alpha.dim() != 3 or alpha.shape[0] != 1 or alpha.shape[1:] != rgb.shape[1:]):
         raise ValueError(f"alpha must be (1, H, W) matching rgb, got {tuple(alpha.shape)}")
     if fmt == "JPEG":
+        if alpha is not None and _quantise(alpha, 8).min() < 255:
+            warnings.warn(f"{path}: JPEG has no alpha channel; the transparency is dropped", stacklevel=2)
         alpha = None
     if grey and fmt in ("WEBP", "BMP") and alpha is not None:
         grey = False
@@ -247,6 +295,8 @@ def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor 
         w = torch.tensor(_GREY_WEIGHTS, dtype=colour.dtype, device=colour.device).view(3, 1, 1)
         colour = (colour * w).sum(0, keepdim=True)
     planes = colour if alpha is None else torch.cat([colour, alpha.to(colour)])
+    if torch.isnan(planes).any():
+        raise ValueError(f"cannot write {path}: the image holds NaN values")
     if not (fmt == "PNG" or (fmt == "TIFF" and planes.shape[0] == 1)):
         bits = 8
     arr = _quantise(planes, bits)
