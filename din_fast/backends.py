@@ -131,7 +131,7 @@ def _compiled_reason(op: str, impl: str, device_type: str, dtype: torch.dtype) -
     device, key, dtypes, no_kernel, bad_dtype = _COMPILED[impl]
     if device_type != device:
         return f"the {impl} implementation runs on {key} tensors"
-    if not _extension.has_ops():
+    if not _extension.ensure_loaded():  # builds the kernels once on first use when none are installed
         return f"din_fast._C is not loaded ({_extension.load_error()})"
     if not _has_kernel(f"_{op}_{impl}", key):
         return no_kernel.format(op=op)

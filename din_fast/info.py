@@ -8,13 +8,19 @@ import sys
 
 def report() -> str:
     """A human-readable report of the installation."""
+    import din_fast.ops  # noqa: F401  (registers the ops, which declare their kernels to backends)
+    from din_fast import _extension
+
+    with _extension.build_deferred():  # describe the install as it is; resolving below must not compile
+        return _report(_extension.build_info())
+
+
+def _report(info: dict) -> str:
     import torch
 
     import din_fast
-    import din_fast.ops  # noqa: F401  (registers the ops, which declare their kernels to backends)
-    from din_fast import _extension, backends
+    from din_fast import backends
 
-    info = _extension.build_info()
     lines = [
         f"din_fast {din_fast.__version__}",
         f"python {platform.python_version()}, torch {torch.__version__} "
@@ -28,8 +34,10 @@ def report() -> str:
     except ImportError:
         lines.append("triton: not installed")
     if info["extension_loaded"]:
+        built = info["built_for"]
+        built_for = f", built for torch {built['torch']}, {built['openmp']}" if built else ""
         lines.append(f"extension din_fast._C: loaded from {info['extension_path']} "
-                     f"(CPU kernels: {info['cpu_isa']})")
+                     f"(CPU kernels: {info['cpu_isa']}{built_for})")
     else:
         lines.append(f"extension din_fast._C: NOT loaded — {info['extension_error']}")
     lines.append(f"backend: {backends.get_backend()}")

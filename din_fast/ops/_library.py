@@ -278,12 +278,14 @@ class FusedOp:
         current backend, cached per (device, dtype, backend): ``backends.resolve`` caches its answer
         too, but computing its key (``device.type``) and finding the callable cost as much as a small
         kernel. The handle (``_C.eager_kernels``) is there for the C++ implementations."""
+        global _C
         key = (x.device, x.dtype, backends.get_backend())
         route = self._eager_routes.get(key)
         if route is None:  # resolve raises (nothing cached) when an explicit backend cannot run here
             impl = backends.resolve(self.name, x.device, x.dtype)
             kernels = None
             if impl in _CPP_IMPLEMENTATIONS:
+                _C = _extension.module()  # resolve may have just built and loaded it (first use)
                 kernels = _C.eager_kernels(f"din_fast::_{self.name}_{impl}",
                                            f"din_fast::_{self.name}_backward_{impl}")
             route = self._eager_routes[key] = (impl, self.implementation(impl, backward=False), kernels)
