@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from din_fast._version import __version__
 
 # Public name -> the module that defines it ("ops" is the subpackage itself).
 _LAZY = {

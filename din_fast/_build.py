@@ -26,6 +26,8 @@ from pathlib import Path
 # Architectures compiled when no GPU is visible and TORCH_CUDA_ARCH_LIST is unset: A100 (8.0), RTX 30xx /
 # A10 (8.6), RTX 40xx / L4 / L40 (8.9), H100 / H200 (9.0), plus PTX of 9.0 that newer GPUs JIT-compile.
 DEFAULT_CUDA_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
+# Where NVIDIA's installers put the toolkit (a link to the versioned folder).
+DEFAULT_CUDA_ROOT = "/usr/local/cuda"
 
 # -g0: Python's CFLAGS carry -g, which makes the .so 50x larger for no benefit.
 # -fno-math-errno: lets `#pragma omp simd` loops vectorise sqrt (the kernels never read errno).
@@ -114,7 +116,7 @@ def find_cuda_home() -> str:
                 raise CudaToolkitNotFound(f"{var}={value} is not a CUDA toolkit (no bin/nvcc there): set {var} to "
                                           "the toolkit's root, e.g. /usr/local/cuda-13.0")
             return value
-    candidates = ["/usr/local/cuda"]
+    candidates = [DEFAULT_CUDA_ROOT]
     nvcc = shutil.which("nvcc")
     if nvcc is not None:
         candidates.append(str(Path(os.path.realpath(nvcc)).parent.parent))

@@ -504,17 +504,23 @@ struct Kernels {
     backward_rows<T, VB>(a, pass, begin, end, tid);                                                         \
   }
 
+// The x86 target attributes and CPU queries exist only there; elsewhere (aarch64) the 16-byte variant
+// is the only one (NEON registers are 16 bytes).
+#if defined(__x86_64__) && defined(__GNUC__)
 ENCDEC_VARIANT(avx512, __attribute__((target("avx512f,avx2,fma"))), 64)
 ENCDEC_VARIANT(avx2, __attribute__((target("avx2,fma"))), 32)
+#endif
 ENCDEC_VARIANT(baseline, , 16)
 #undef ENCDEC_VARIANT
 
 template <typename T>
 Kernels<T> kernels() {
+#if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return {64, &forward_band_avx512<T>, &backward_rows_avx512<T>};
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     return {32, &forward_band_avx2<T>, &backward_rows_avx2<T>};
+#endif
   return {16, &forward_band_baseline<T>, &backward_rows_baseline<T>};
 }
 
