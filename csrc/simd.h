@@ -23,7 +23,9 @@ struct Simd {
   }
   static inline __attribute__((always_inline)) void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
   static inline __attribute__((always_inline)) V splat(T s) { return V{} + s; }
-  static inline __attribute__((always_inline)) V relu(V v) { return v > T(0) ? v : V{}; }
+  // v < 0 ? 0 : v, not v > 0 ? v : 0: NaN lanes stay NaN, as in torch.relu (one vmaxps/vmaxpd with 0 as
+  // its first operand, which returns the second when either is NaN).
+  static inline __attribute__((always_inline)) V relu(V v) { return v < T(0) ? V{} : v; }
   // Lane-wise square root (GCC turns the unrolled loop into one vsqrtps/vsqrtpd with -fno-math-errno).
   static inline __attribute__((always_inline)) V sqrt(V v) {
     V r;

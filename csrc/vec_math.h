@@ -46,7 +46,7 @@ inline __attribute__((always_inline)) V exp_nonpositive_lanes(V x) {
   if constexpr (std::is_same_v<T, float>) {
     typedef int32_t VI __attribute__((vector_size(sizeof(V))));
     const V lo = V{} - 87.3f;
-    x = x > lo ? x : lo;
+    x = x < lo ? lo : x;  // not x > lo ? x : lo, which maps NaN to lo: NaN must stay NaN
     // n = round(x / ln 2) by the adder: 1.5 * 2^23 + n holds n in its low mantissa bits.
     const V y = x * 1.44269504088896341f + 12582912.0f;
     const V n = y - 12582912.0f;
@@ -123,7 +123,8 @@ DIN_FAST_TARGET_AVX512 inline float exp_shift_sum_avx512(float* e, int64_t n, fl
   __m512 total = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(e + i), vshift), lo);
+    // lo first: maxps returns its second operand when either is NaN, so NaN stays NaN.
+    __m512 x = _mm512_max_ps(lo, _mm512_sub_ps(_mm512_loadu_ps(e + i), vshift));
     __m512 k = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
@@ -148,7 +149,8 @@ DIN_FAST_TARGET_AVX2 inline float exp_shift_sum_avx2(float* e, int64_t n, float 
   __m256 total = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(e + i), vshift), lo);
+    // lo first: maxps returns its second operand when either is NaN, so NaN stays NaN.
+    __m256 x = _mm256_max_ps(lo, _mm256_sub_ps(_mm256_loadu_ps(e + i), vshift));
     __m256 k = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
     __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fmadd_ps(k, _mm256_set1_ps(2.12194440e-4f), r);

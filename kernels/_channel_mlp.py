@@ -20,10 +20,10 @@ def forward(stats: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.T
 
 def backward(dz: torch.Tensor, stats: torch.Tensor, hidden: torch.Tensor, w1: torch.Tensor,
              w2: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(dw1 (R, C), db1 (R,), dw2 (C, R), db2 (C,), dstats (B, K, C)) for dz = ∂L/∂z (B, C). ReLU passes
-    the gradient only where h > 0 (as autograd's threshold_backward)."""
+    """(dw1 (R, C), db1 (R,), dw2 (C, R), db2 (C,), dstats (B, K, C)) for dz = ∂L/∂z (B, C). ReLU stops
+    the gradient where h <= 0 and passes it where h is NaN (as autograd's threshold_backward)."""
     k = stats.shape[1]
     dw2 = dz.T @ hidden.clamp(min=0).sum(1)
-    dh = (dz @ w2).unsqueeze(1) * (hidden > 0)                            # (B, K, R)
+    dh = (dz @ w2).unsqueeze(1).masked_fill(hidden <= 0, 0)              # (B, K, R)
     dw1 = dh.flatten(0, 1).T @ stats.flatten(0, 1)
     return dw1, dh.sum((0, 1)), dw2, k * dz.sum(0), dh @ w1

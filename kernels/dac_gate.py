@@ -37,7 +37,9 @@ def _stats_kernel(t_ptr, mean_ptr, sd_ptr, N, eps, ACC: tl.constexpr, BLOCK: tl.
     t1 = tl.sum(s1, axis=0)
     t2 = tl.sum(s2, axis=0)
     tl.store(mean_ptr + tl.program_id(0), k + t1 / N)
-    tl.store(sd_ptr + tl.program_id(0), tl.sqrt(tl.maximum(t2 - t1 * t1 / N, 0.0) / (N - 1) + eps))
+    # propagate_nan: a NaN variance (a NaN or inf in the plane) must stay NaN, as the reference's var().
+    var = tl.maximum(t2 - t1 * t1 / N, 0.0, propagate_nan=tl.PropagateNan.ALL) / (N - 1)
+    tl.store(sd_ptr + tl.program_id(0), tl.sqrt(var + eps))
 
 
 @triton.jit

@@ -5,6 +5,8 @@ One kernel per layer: each program computes a block of pixels for all output cha
 conv (the transposed convs as convs with the transposed, flipped weight "Weff"), with the epilogue fused:
 ReLU, ReLU + the 3→1 gate (the last layer of the forward), ReLU's derivative as a mask (the
 input-gradient convs of the backward) or none (dh). Padding is a load mask, so it needs no padded copies.
+ReLU is ``tl.maximum(·, 0, propagate_nan=ALL)``: NaN stays NaN, as in torch.relu (the default maximum
+would map it to 0); its derivative tests ``act <= 0``, so the gradient passes at NaN (threshold_backward).
 The backward recomputes and stores the six activations, then walks the layers from the last to the
 first; weight and bias gradients are per-program partial sums, added up by one torch reduction
 (deterministic, no atomics).
@@ -53,7 +55,7 @@ def _conv_kernel(in_ptr, w_ptr, b_ptr, out_ptr, act_ptr, gw_ptr, H, W,
 
     Grid (cdiv(H·W, BLOCK), B). w is packed (CIN, 3, 3, COUT); CP is COUT rounded up to a power of 2.
     Epilogues: ReLU into COUT planes; ReLU then the gate (gw[0:3], gw[3] = bias) into one plane;
-    mask by act > 0 (act has COUT planes); none.
+    mask by act (0 where act <= 0; act has COUT planes); none.
     """
     hw = H * W
     b, offs, inside = pixel_block(hw, BLOCK)
@@ -69,16 +71,17 @@ def _conv_kernel(in_ptr, w_ptr, b_ptr, out_ptr, act_ptr, gw_ptr, H, W,
             acc += taps[t].to(ACC)[:, None] * wv[None, :]
     if EPILOGUE == 1:
         gw = tl.load(gw_ptr + co, mask=co < 3, other=0.0).to(ACC)
-        gate = tl.sum(tl.maximum(acc, 0.0) * gw[None, :], axis=1) + tl.load(gw_ptr + 3).to(ACC)
+        relu = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)
+        gate = tl.sum(relu * gw[None, :], axis=1) + tl.load(gw_ptr + 3).to(ACC)
         tl.store(out_ptr + b * hw + offs, gate.to(out_ptr.dtype.element_ty), mask=inside)
     else:
         idx = (b * COUT + co[None, :]) * hw + offs[:, None]
         m2 = inside[:, None] & cmask[None, :]
         if EPILOGUE == 0:
-            acc = tl.maximum(acc, 0.0)
+            acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)
         if EPILOGUE == 2:
             act = tl.load(act_ptr + idx, mask=m2, other=0.0)
-            acc = tl.where(act > 0, acc, 0.0)
+            acc = tl.where(act <= 0, 0.0, acc)  # threshold_backward: the gradient passes at NaN
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=m2)
 
 
@@ -108,7 +111,7 @@ def _weight_grad_kernel(in_ptr, dz_ptr, part_ptr, H, W,
 @triton.jit
 def _gate_backward_kernel(act_ptr, grad_ptr, gw_ptr, dz_ptr, part_ptr, H, W, ACC: tl.constexpr,
                           BLOCK: tl.constexpr):
-    """dz5[b, c] = gw[c] · grad[b] · [a5[b, c] > 0]; partial sums of grad · a5[c] (c < 3), grad (c = 3)."""
+    """dz5[b, c] = gw[c] · grad[b] · [a5[b, c] > 0 or NaN]; partial sums of grad · a5[c] (c < 3), grad (c = 3)."""
     hw = H * W
     b, offs, inside = pixel_block(hw, BLOCK)
     prog = b * tl.num_programs(0) + tl.program_id(0)
@@ -118,7 +121,7 @@ def _gate_backward_kernel(act_ptr, grad_ptr, gw_ptr, dz_ptr, part_ptr, H, W, ACC
     a = tl.load(act_ptr + idx, mask=m2, other=0.0).to(ACC)
     g = tl.load(grad_ptr + b * hw + offs, mask=inside, other=0.0).to(ACC)
     gw = tl.load(gw_ptr + c, mask=c < 3, other=0.0).to(ACC)
-    tl.store(dz_ptr + idx, tl.where(a > 0, g[:, None] * gw[None, :], 0.0), mask=m2)
+    tl.store(dz_ptr + idx, tl.where(a <= 0, 0.0, g[:, None] * gw[None, :]), mask=m2)
     sums = tl.sum(g[:, None] * tl.where((c < 3)[None, :], a, 1.0), axis=0)
     tl.store(part_ptr + prog * 4 + c, sums)
 

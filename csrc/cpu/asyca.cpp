@@ -24,6 +24,7 @@
 #include "common.h"
 #include "asyca.h"
 #include "cpu/kernel_utils.h"
+#include "cpu/relu.h"
 
 namespace din_fast {
 namespace {
@@ -143,7 +144,7 @@ struct Attention {
       acc_t t = b_dc[r];
       for (int64_t c = 0; c < C; ++c) t += acc_t(w_dc[r * C + c]) * z[c];
       p[r] = t;
-      h[r] = t > 0 ? t : acc_t(0);
+      h[r] = relu(t);
     }
     for (int64_t o = 0; o < 2 * C; ++o) {
       acc_t t = b_ic[o];
@@ -175,7 +176,7 @@ struct Attention {
     for (int64_t r = 0; r < R; ++r) {
       acc_t t = 0;
       for (int64_t o = 0; o < 2 * C; ++o) t += acc_t(w_ic[o * R + r]) * ds[o];
-      dp[r] = p[r] > 0 ? t : acc_t(0);  // relu'(p) as torch's threshold_backward: 1 iff p > 0
+      dp[r] = relu_backward(p[r], t);
       g_b_dc[r] += dp[r];
       for (int64_t c = 0; c < C; ++c) g_w_dc[r * C + c] += dp[r] * z[c];
     }

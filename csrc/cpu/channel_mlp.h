@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/relu.h"
+
 namespace din_fast {
 
 // One sample: t (K, C) → hidden (K, R) (pre-ReLU, kept for the backward) and z (C).
@@ -29,15 +31,14 @@ void channel_mlp_forward(const W* w1, const W* b1, const W* w2, const W* b2, con
   for (int64_t c = 0; c < C; ++c) {
     A acc = b2 != nullptr ? static_cast<A>(K) * static_cast<A>(b2[c]) : A(0);
     for (int64_t k = 0; k < K; ++k) {
-      for (int64_t j = 0; j < R; ++j) acc += static_cast<A>(w2[c * R + j]) * std::max(hidden[k * R + j], A(0));
+      for (int64_t j = 0; j < R; ++j) acc += static_cast<A>(w2[c * R + j]) * relu(hidden[k * R + j]);
     }
     z[c] = acc;
   }
 }
 
 // Backward of channel_mlp_forward for one sample, given dz (C): adds to dw1 (R, C), dw2 (C, R) and, if not
-// nullptr, db1 (R), db2 (C) (so a batch accumulates into them), and writes dt (K, C). ReLU passes the
-// gradient only where h > 0 (as autograd's threshold_backward).
+// nullptr, db1 (R), db2 (C) (so a batch accumulates into them), and writes dt (K, C).
 template <typename W, typename A>
 void channel_mlp_backward(const W* w1, const W* w2, const A* t, const A* hidden, const A* dz, int64_t K, int64_t C,
                           int64_t R, A* dw1, A* db1, A* dw2, A* db2, A* dt) {
@@ -50,12 +51,12 @@ void channel_mlp_backward(const W* w1, const W* w2, const A* t, const A* hidden,
     std::fill(dh.begin(), dh.end(), A(0));
     for (int64_t c = 0; c < C; ++c) {
       for (int64_t j = 0; j < R; ++j) {
-        dw2[c * R + j] += dz[c] * std::max(h[j], A(0));
+        dw2[c * R + j] += dz[c] * relu(h[j]);
         dh[j] += static_cast<A>(w2[c * R + j]) * dz[c];
       }
     }
     for (int64_t j = 0; j < R; ++j) {
-      dh[j] = h[j] > 0 ? dh[j] : A(0);
+      dh[j] = relu_backward(h[j], dh[j]);
       if (db1 != nullptr) db1[j] += dh[j];
     }
     for (int64_t c = 0; c < C; ++c) {

@@ -281,7 +281,12 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
   T dbias = 0;
   for (int64_t b = 0; b < d.b; ++b) {
     const T* dl = ds.data() + b * hw;
-    for (int64_t i = 0; i < hw; ++i) dbias += dl[i];
+    // The reference multiplies every dlogit by every tap, the zero padding's included, so one non-finite
+    // dlogit makes every tap's gradient non-finite; the loops below skip the padding, and 0 · Σ dlogit
+    // (+0 when all are finite) restores that.
+    T dl_sum = 0;
+    for (int64_t i = 0; i < hw; ++i) dl_sum += dl[i];
+    dbias += dl_sum;
     for (int64_t k = 0; k < 2; ++k) {
       const T* map = pooled.data() + (b * 2 + k) * hw;
       T* dmap = dpooled.data() + (b * 2 + k) * hw;
@@ -302,7 +307,7 @@ void backward_impl(const Sizes& d, const at::Tensor& g, const at::Tensor& x, con
 #pragma omp simd
             for (int64_t xx = x0; xx < x1; ++xx) dmr[xx] += wt * dlr[xx];
           }
-          dwsp[(k * kTaps + dy) * kTaps + dxx] += acc;
+          dwsp[(k * kTaps + dy) * kTaps + dxx] += acc + T(0) * dl_sum;
         }
       }
     }

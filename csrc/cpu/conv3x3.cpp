@@ -22,6 +22,12 @@
 // because there every transformed feature is read by several convs.
 //
 // With Cout <= kDirectMaxCout the forward convolves directly instead (see "direct convolution" below).
+//
+// Non-finite values: a transform mixes its whole tile, so an inf/NaN in x makes the whole 4x4 output tiles
+// whose windows contain it non-finite (F.conv2d: only its 3x3 neighbourhood), and one in dy makes dx
+// non-finite over its tile's 6x6 window (both paths: the direct forward's backward is this one). Never
+// hidden, only spread within those tiles (tests/test_nonfinite.py); detecting non-finite input to fall back
+// to a direct convolution would cost an extra pass over x or dy on every call.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

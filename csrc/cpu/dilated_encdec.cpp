@@ -252,7 +252,7 @@ struct StoreRelu {  // a_k = relu(z_k) into a plane row
 };
 
 template <typename T, int VB>
-struct StoreMasked {  // dz_{k-1} = g ⊙ [a_{k-1} > 0] (ReLU's derivative, 0 at 0 as in PyTorch)
+struct StoreMasked {  // dz_{k-1} = g ⊙ [not a_{k-1} <= 0] (threshold_backward: 0 at 0, g at NaN, as PyTorch)
   T* out;
   int64_t cs;
   const T* act;
@@ -260,7 +260,7 @@ struct StoreMasked {  // dz_{k-1} = g ⊙ [a_{k-1} > 0] (ReLU's derivative, 0 at
   template <int C>
   ENCDEC_INLINE void operator()(int64_t x, typename Simd<T, VB>::V (&a)[C]) const {
     using S = Simd<T, VB>;
-    for (int c = 0; c < C; ++c) S::store(out + c * cs + x, S::load(act + c * acs + x) > T(0) ? a[c] : typename S::V{});
+    for (int c = 0; c < C; ++c) S::store(out + c * cs + x, S::load(act + c * acs + x) <= T(0) ? typename S::V{} : a[c]);
   }
 };
 
@@ -302,7 +302,7 @@ struct GateBackward {  // stores a_5, dz_5 = gate_w ⊙ grad ⊙ [a_5 > 0]; accu
     for (int c = 0; c < 3; ++c) {
       const typename S::V r = S::relu(a[c]);
       S::store(act + c * cs + x, r);
-      S::store(dz + c * cs + x, r > T(0) ? g * p->gate_w[c] : typename S::V{});
+      S::store(dz + c * cs + x, r <= T(0) ? typename S::V{} : g * p->gate_w[c]);
       acc[c] += g * r;
     }
     acc[3] += g;
