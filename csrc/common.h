@@ -16,8 +16,8 @@
 // DIN_FAST_MULTIVERSION_256 stops at AVX2 (256-bit vectors), for streaming loops (a few loads and one
 // store per element, no arithmetic to speak of): with 512-bit accesses, an output placed 64-128 bytes
 // after an input modulo 4096 (what consecutive allocations often give) stalls the loads behind the
-// stores (4K aliasing; measured on the AMD EPYC here: dwc_sum k=2 at 1x64x48², 19.5 µs → 23-29 µs),
-// while the 256-bit loop runs at the same speed at every offset.
+// stores (4K aliasing; benchmarks/NOTES.md), while the 256-bit loop runs at the same speed at
+// every offset.
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
 #define DIN_FAST_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define DIN_FAST_MULTIVERSION_256 __attribute__((target_clones("arch=x86-64-v3", "default")))

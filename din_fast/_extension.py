@@ -310,11 +310,9 @@ def load_error() -> str | None:
 
 
 def build_info() -> dict:
-    """What was built: the extension's path or load error, the torch it was built for, the instruction set
-    of its CPU kernels ("avx512", "avx2" or "baseline"; None without the extension) and per op which
-    implementations exist."""
-    from din_fast import backends
-
+    """What was built: the extension's path or load error, the torch it was built for and the instruction
+    set of its CPU kernels ("avx512", "avx2" or "baseline"; None without the extension). Which
+    implementations each op has is ``din_fast.backends.implementations`` (``din-fast info`` shows both)."""
     built = _read_build_info(Path(_PATH).parent) if _PATH else None
     return {
         "extension_loaded": _LOADED,
@@ -322,5 +320,4 @@ def build_info() -> dict:
         "extension_error": _ERROR,
         "built_for": built,
         "cpu_isa": _C.cpu_isa() if _LOADED else None,
-        "ops": {name: backends.implementations(name) for name in backends.op_names()},
     }

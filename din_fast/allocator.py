@@ -2,10 +2,9 @@
 
 Why: glibc serves large allocations (above an mmap threshold that starts at 128 KiB) with fresh ``mmap``s and
 returns trimmed heap memory to the OS, so a model that allocates multi-megabyte feature maps in every layer
-page-faults and zero-fills them again on every call. Measured on one core (``din_fast.ops.conv3x3``, 32 → 128
-channels at 192×192, the x4 upsampler's second conv): 29.8 ms per call with glibc's defaults, 18.0 ms with
-freed memory kept; oneDNN's ``F.conv2d``: 45.6 vs 26.8 ms. PyTorch's CPU performance guide recommends
-jemalloc or tcmalloc for the same reason; this needs neither.
+page-faults and zero-fills them again on every call (a large share of a conv's time: benchmarks/NOTES.md).
+PyTorch's CPU performance guide recommends jemalloc or tcmalloc for the same reason; this needs
+neither.
 
 ``din-fast`` commands call :func:`keep_freed_memory` once at start; library users can call it themselves.
 The price: the process keeps its peak heap (it is reused, not returned), up to the trim threshold below.

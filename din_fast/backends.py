@@ -28,7 +28,7 @@ from contextlib import ContextDecorator
 
 import torch
 
-from din_fast import _extension
+from din_fast import _extension, _torch_internals
 from din_fast._torch_internals import assume_constant_result
 
 IMPLEMENTATIONS = ("reference", "cpp", "triton", "cuda")
@@ -115,8 +115,9 @@ def op_names() -> list[str]:
     return sorted(_KERNELS)
 
 
-def _has_kernel(private_op: str, key: str) -> bool:
-    return _extension.has_ops() and torch._C._dispatch_has_kernel_for_dispatch_key(f"din_fast::{private_op}", key)
+def has_kernel(private_op: str, key: str) -> bool:
+    """True when din_fast._C is loaded and op ``din_fast::<private_op>`` has a kernel for dispatch ``key``."""
+    return _extension.has_ops() and _torch_internals.has_kernel(f"din_fast::{private_op}", key)
 
 
 def _triton_usable(device_type: str) -> str | None:
@@ -133,7 +134,7 @@ def _compiled_reason(op: str, impl: str, device_type: str, dtype: torch.dtype) -
         return f"the {impl} implementation runs on {key} tensors"
     if not _extension.ensure_loaded():  # builds the kernels once on first use when none are installed
         return f"din_fast._C is not loaded ({_extension.load_error()})"
-    if not _has_kernel(f"_{op}_{impl}", key):
+    if not has_kernel(f"_{op}_{impl}", key):
         return no_kernel.format(op=op)
     if dtype not in dtypes:
         return bad_dtype.format(dtype=dtype)
@@ -155,6 +156,8 @@ def unavailable_reason(op: str, impl: str, device_type: str, dtype: torch.dtype)
     on (device_type, dtype), else the reason."""
     if impl == "reference":
         return None
+    if impl in IMPLEMENTATIONS and impl not in kernels(op):  # (the device first: resolve's error names it)
+        return _device_reason(impl, device_type) or f"{op} has no {impl} kernel (its reference runs there)"
     if impl in _COMPILED:
         return _compiled_reason(op, impl, device_type, dtype)
     if impl == "triton":
@@ -162,7 +165,7 @@ def unavailable_reason(op: str, impl: str, device_type: str, dtype: torch.dtype)
         if reason is not None:
             return reason
         if importlib.util.find_spec(f"din_fast.kernels.{op}") is None:
-            return f"there is no Triton kernel for {op}"
+            return f"the Triton kernel of {op} (din_fast.kernels.{op}) is missing"
         if dtype not in _GPU_DTYPES:
             return f"the triton implementation does not support {dtype}"
         return None
@@ -220,7 +223,7 @@ def implementations(op: str) -> dict[str, str]:
         if impl not in own:
             out[impl] = "no kernel (the reference runs)"
         else:
-            out[impl] = "built" if _has_kernel(f"_{op}_{impl}", key) else "not built"
+            out[impl] = "built" if has_kernel(f"_{op}_{impl}", key) else "not built"
     if "triton" not in own:
         out["triton"] = "no kernel (the reference runs)"
     else:

@@ -42,7 +42,8 @@ def _report(info: dict) -> str:
         lines.append(f"extension din_fast._C: NOT loaded — {info['extension_error']}")
     lines.append(f"backend: {backends.get_backend()}")
     lines.append("ops (implementation: state; 'auto' on CPU float32 → chosen):")
-    for op, impls in info["ops"].items():
+    for op in backends.op_names():
+        impls = backends.implementations(op)
         auto = backends.resolve(op, torch.device("cpu"), torch.float32) if backends.get_backend() == "auto" else "-"
         states = ", ".join(f"{k}: {v}" for k, v in impls.items())
         lines.append(f"  {op:16s} {states}; auto on CPU → {auto}")

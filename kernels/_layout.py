@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from din_fast.ops._library import memory_format_of
+from din_fast.op_contract import acc_dtype, memory_format_of
 
 #: Programs a reduction grid should have at least: 4 per SM of an H100 (132 SMs).
 TARGET_PROGRAMS = 4 * 132
@@ -72,10 +72,6 @@ def tile_at(base, cmask, p0, HW, stride_p, BLOCK_P: tl.constexpr):
     return cmask[:, None] & (ps < HW)[None, :], base + ps[None, :].to(tl.int64) * stride_p
 
 
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: float64 for float64, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def tl_acc_dtype(dtype: torch.dtype) -> tl.dtype:
+    """Triton's name of ``acc_dtype(dtype)`` (din_fast.op_contract)."""
     return tl.float64 if dtype == torch.float64 else tl.float32

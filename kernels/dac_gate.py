@@ -14,13 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
-from din_fast.ops.reference import DAC_EPS
+from din_fast.kernels._layout import acc_dtype, tl_acc_dtype
+from din_fast.op_contract import DAC_EPS
 
 BLOCK = 256
-
-
-def _acc(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
 @triton.jit
@@ -97,7 +94,7 @@ def _input_grad_kernel(g_ptr, x_ptr, mu_ptr, a_ptr, k_ptr, dx_ptr, N, ACC: tl.co
 
 
 def _stats(t: torch.Tensor, planes: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    acc, acc_tl = _acc(t.dtype)
+    acc, acc_tl = acc_dtype(t.dtype), tl_acc_dtype(t.dtype)
     mean = torch.empty(planes, dtype=acc, device=t.device)
     sd = torch.empty(planes, dtype=acc, device=t.device)
     _stats_kernel[(planes,)](t, mean, sd, n, DAC_EPS, ACC=acc_tl, BLOCK=BLOCK)
@@ -126,7 +123,7 @@ def forward(x: torch.Tensor, r: torch.Tensor, v: torch.Tensor, w_mean1: torch.Te
     shift, scale = _fc(mu_x, w_mean1, w_mean2).contiguous(), _fc(sd_x, w_std1, w_std2).contiguous()
     y = torch.empty_like(x)
     _gate_kernel[(b * c, triton.cdiv(h * w, BLOCK))](x, r, v, mu_v, sd_v, scale, shift, y, c, h * w,
-                                                     ACC=_acc(x.dtype)[1], BLOCK=BLOCK)
+                                                     ACC=tl_acc_dtype(x.dtype), BLOCK=BLOCK)
     return y
 
 
@@ -137,7 +134,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, r: torch.Tensor, v: torch.Tens
     grad = grad.contiguous()
     b, c, h, w = x.shape
     n = h * w
-    acc, acc_tl = _acc(x.dtype)
+    acc, acc_tl = acc_dtype(x.dtype), tl_acc_dtype(x.dtype)
     fc_args = (mu_x, sd_x, *(t.to(acc) for t in (w_mean1, w_mean2, w_std1, w_std2)))
 
     def fcs(mu, sd, wm1, wm2, ws1, ws2):

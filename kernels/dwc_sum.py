@@ -18,7 +18,6 @@ import triton.language as tl
 
 from din_fast.kernels._layout import (acc_dtype, channel_block, check_grad, dense, split, strides, tile, tile_at,
                                       tl_acc_dtype)
-from din_fast.ops.dwc_sum import _check
 
 MAX_K = 6
 _BLOCK = 2048
@@ -119,8 +118,8 @@ def _padded(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def forward(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``din_fast::dwc_sum`` on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1)."""
-    _check(inputs, weight, bias)
+    """``din_fast::dwc_sum`` on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), on arguments the op
+    layer has checked."""
     xs, fmt = dense(list(inputs))
     out = torch.empty_like(xs[0], memory_format=fmt)
     n, c = out.numel(), out.shape[1]
@@ -137,7 +136,6 @@ def forward(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor
 def backward(grad: torch.Tensor, inputs: list[torch.Tensor], weight: torch.Tensor,
              bias: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """``din_fast::dwc_sum_backward``: (d inputs, d weight, d bias)."""
-    _check(inputs, weight, bias)
     check_grad(grad, inputs[0])
     (g, *xs), fmt = dense([grad, *inputs])
     bsz, c, h, w = g.shape

@@ -20,11 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
+from din_fast.kernels._layout import acc_dtype, tl_acc_dtype
+
 BLOCK = 64
-
-
-def _acc(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
 @triton.jit
@@ -140,7 +138,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
     b, c, h, w = x.shape
     out = torch.empty(b, 3, h, w, dtype=x.dtype, device=x.device)
-    _forward_kernel[(b, triton.cdiv(h * w, BLOCK))](x, weight, bias, out, c, h, w, ACC=_acc(x.dtype)[1],
+    _forward_kernel[(b, triton.cdiv(h * w, BLOCK))](x, weight, bias, out, c, h, w, ACC=tl_acc_dtype(x.dtype),
                                                     BLOCK=BLOCK)
     return out
 
@@ -151,7 +149,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     grad, x, weight, bias = grad.contiguous(), x.contiguous(), weight.contiguous(), bias.contiguous()
     b, c, h, w = x.shape
     blocks = triton.cdiv(h * w, BLOCK)
-    acc, acc_tl = _acc(x.dtype)
+    acc, acc_tl = acc_dtype(x.dtype), tl_acc_dtype(x.dtype)
     e = torch.empty(b, c, 3, 4, h * w, dtype=acc, device=x.device)
     pb = torch.empty(b, blocks, c, 3, 4, dtype=acc, device=x.device)
     pw = torch.empty(b, blocks, c, 3, 4, 16, dtype=acc, device=x.device)

@@ -39,6 +39,16 @@ def conv3x3_args(b=2, cin=5, cout=7, h=9, w=13, dtype=torch.float64, device="cpu
             _randn(cout, scale=0.1, **kw)]
 
 
+def dense_block_args(b=2, c=5, g=3, n=6, cout=None, h=6, w=7, dtype=torch.float64, device="cpu", generator=None):
+    """x (B, C, H, W); n convs: weights[i] (G, C + iG, 3, 3), the last (Cout, C + (n−1)G, 3, 3) with
+    Cout = C by default (DIN's RDB); conv-sized weights (scale 1/sqrt(9·Cin)) keep the features O(1)."""
+    kw = dict(dtype=dtype, device=device, generator=generator)
+    cout = c if cout is None else cout
+    outs = [g] * (n - 1) + [cout]
+    weights = [_randn(o, c + i * g, 3, 3, scale=(9 * (c + i * g)) ** -0.5, **kw) for i, o in enumerate(outs)]
+    return [_randn(b, c, h, w, **kw), weights, [_randn(o, scale=0.1, **kw) for o in outs]]
+
+
 def dwc_sum_args(k=3, b=2, c=8, h=5, w=7, dtype=torch.float64, device="cpu", generator=None):
     kw = dict(dtype=dtype, device=device, generator=generator)
     return [[_randn(b, c, h, w, **kw) for _ in range(k)], _randn(k, c, **kw), _randn(c, **kw)]

@@ -9,12 +9,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import din_fast
 from din_fast import backends
-from din_fast.backends import op_names
 from din_fast.ops import _library
-from din_fast.ops._library import memory_format_of
+from din_fast.op_contract import memory_format_of
 from op_inputs import ARGS, flat, rebuild, requiring_grad
 
-OPS = op_names()
+OPS = sorted(_library.OPS)  # the FusedOp ops (dense_block has its own tests)
 
 
 def _skip_unless_cpp(op: str) -> None:

@@ -415,8 +415,8 @@ DIN_FAST_MULTIVERSION void kernel_adjoint_block(const double* dU, int64_t pairs,
 // ---- direct convolution for few output channels --------------------------------------------------
 // The models' last conv maps C features to 3 colours at the HR size. There Winograd loses: its GEMMs have
 // Cout rows (a quarter of the GEMM rate at Cout = 3) and the input transform of all C channels costs more
-// than the direct form's 9·C multiply-adds per output value (32 -> 3 at 384², one core: Winograd 9.0 ms,
-// oneDNN 19 ms). At Cout <= kDirectMaxCout the op convolves directly.
+// than the direct form's 9·C multiply-adds per output value (benchmarks/NOTES.md). At
+// Cout <= kDirectMaxCout the op convolves directly.
 constexpr int64_t kDirectMaxCout = 4;
 constexpr int64_t kDirectRows = 8;    // output rows per work item
 constexpr int64_t kDirectBlock = 64;  // output pixels per accumulator row
@@ -698,7 +698,7 @@ void input_strip(const Geometry& g, const Strip& s, Planes<const T> x, int64_t b
 }
 
 // A buffer of this thread's that outlives the call (grow-only): a fresh multi-megabyte allocation per
-// call is mmapped and page-faulted again each time, which cost 2x the arithmetic at 96x96 (measured).
+// call is mmapped and page-faulted again each time, which can cost more than the arithmetic.
 // `Slot` tells a thread's buffers apart.
 template <typename T, int Slot>
 T* thread_buffer(int64_t count) {

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from din_fast import backends, ops
+from din_fast import ops
 
 
 def check_image_batch(x: Any) -> None:
@@ -58,9 +58,9 @@ class Conv3x3(nn.Conv2d):
     """``nn.Conv2d(in_channels, out_channels, 3, padding=1)`` that runs the fused ``conv3x3`` op.
 
     Same parameters, initialisation and state-dict keys as the nn.Conv2d it replaces (checkpoints load
-    unchanged). When the backend resolves ``conv3x3`` to the reference (the reference backend, GPUs,
-    half precision on CPU) the forward is exactly nn.Conv2d's; otherwise it is the fused op
-    (Winograd F(4x4, 3x3) on CPU, see din_fast/ops/conv3x3.py). x (B, Cin, H, W) → (B, Cout, H, W).
+    unchanged). Where the op resolves to its reference (the reference backend, GPUs, half precision on
+    CPU) that is nn.Conv2d's convolution; on CPU the Winograd F(4x4, 3x3) kernel (see
+    din_fast/ops/conv3x3.py). x (B, Cin, H, W) → (B, Cout, H, W).
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
@@ -69,32 +69,15 @@ class Conv3x3(nn.Conv2d):
         self.register_buffer("zero_bias", None if bias else torch.zeros(out_channels), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if backends.resolve("conv3x3", x.device, x.dtype) == "reference":
-            return super().forward(x)
         return ops.conv3x3(x, self.weight, self.bias if self.bias is not None else self.zero_bias)
 
 
 class PixelShuffle(nn.PixelShuffle):
-    """``nn.PixelShuffle(r)``: ``out[b, c, r·h + i, r·w + j] = x[b, c·r² + i·r + j, h, w]``,
-    x (B, C·r², H, W) → (B, C, r·H, r·W).
-
-    Off the reference backend on CPU it runs as r² strided copies into the output, 2.3–2.6× faster than
-    torch's pixel_shuffle kernel (one core, 128 channels at 96² and 192²); the same values bit for bit, and
-    gradients through autograd of the copies. The reference backend and other devices run nn.PixelShuffle.
-    """
+    """``nn.PixelShuffle(r)`` that runs ``din_fast.ops.pixel_shuffle`` (strided copies on CPU, the same
+    values bit for bit): x (B, C·r², H, W) → (B, C, r·H, r·W)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.upscale_factor
-        if (x.device.type != "cpu" or backends.get_backend() == "reference" or x.dim() != 4
-                or x.shape[1] % (r * r)):  # (bad shapes get nn.PixelShuffle's errors)
-            return super().forward(x)
-        b, c, h, w = x.shape
-        blocks = x.unflatten(1, (c // (r * r), r, r))
-        out = x.new_empty(b, c // (r * r), h, r, w, r)
-        for i in range(r):
-            for j in range(r):
-                out[:, :, :, i, :, j] = blocks[:, :, i, j]
-        return out.view(b, c // (r * r), h * r, w * r)
+        return ops.pixel_shuffle(x, self.upscale_factor)
 
 
 def check_scale(scale: int, supported: tuple[int, ...], what: str) -> None:

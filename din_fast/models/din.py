@@ -17,171 +17,27 @@ residuals and depthwise terms are folded into one ``dwc_sum`` per state.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from din_fast import backends, ops
+from din_fast import ops
 from din_fast.models.blocks import Conv3x3, SRModel, check_image_batch, check_scale, pixel_shuffle_layers
-from din_fast.ops._library import OPS, empty_like_format
-from din_fast.ops.conv3x3 import winograd_tiles
+from din_fast.ops.reference import DENSE_SLOPE
 
 VARIANTS = {"journal": (2, 3, 4, 8), "ijcai": (2, 3, 4)}
 #: The LeakyReLU slope used everywhere in DIN.
-SLOPE = 0.2
+SLOPE = DENSE_SLOPE
 #: Residual scaling of the RDB and the WRDB (applied to the branch, as in the code).
 RES_SCALE = 0.1
-
-
-def _conv3x3_impl(x: torch.Tensor) -> str:
-    """The conv3x3 implementation the backend picks for x (the C++ Winograd kernel on CPU)."""
-    return backends.resolve("conv3x3", x.device, x.dtype)
-
-
-def _conv3x3_fn(impl: str, backward: bool) -> Any:
-    """conv3x3's forward or backward: the implementation itself when eager (no routing cost per call),
-    the public op under torch.compile (it has the fake kernels tracing needs)."""
-    op = OPS["conv3x3"]
-    if torch.compiler.is_compiling():
-        return op.backward_op if backward else op.op
-    return op.implementation(impl, backward)
-
-
-def _dense_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[
-        torch.Tensor, torch.Tensor]:
-    """The RDB body on one channel buffer: conv_i reads channels [0, C + (i−1)G) and writes its
-    activated output to the next G channels, so no feature is copied more than once.
-
-    Returns (y6, buffer); the buffer (B, C + 5G, H, W) holds [x, y1, ..., y5] in the layout of x.
-    """
-    conv = _conv3x3_fn(_conv3x3_impl(x), backward=False)
-    c, g = x.shape[1], weights[0].shape[0]
-    width = c + (len(weights) - 1) * g
-    shape = (x.shape[0], width, x.shape[2], x.shape[3])
-    buf = empty_like_format(x, shape)
-    buf[:, :c] = x
-    for i, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):
-        start = c + i * g
-        buf[:, start:start + g] = F.leaky_relu(conv(buf[:, :start], w, b), SLOPE)
-    return conv(buf, weights[-1], biases[-1]), buf
-
-
-def _dense_forward_winograd(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[
-        torch.Tensor, torch.Tensor]:
-    """``_dense_forward`` on the C++ Winograd kernel's building blocks, with every feature transformed once:
-    V (36, C + 5G, tiles) holds the Winograd transforms of [x, y1, ..., y5], conv_i is one batched GEMM over
-    V's first C + (i−1)G channels, and its output transform (bias and LeakyReLU fused) writes y_i straight
-    into the channel buffer. (Per conv, the transforms of its whole input would cost 864 channel
-    transforms per RDB instead of 224.) Returns (y6, buffer) like ``_dense_forward``; the buffer is NCHW.
-    """
-    wino = torch.ops.din_fast
-    c, g = x.shape[1], weights[0].shape[0]
-    b, _, h, w = x.shape
-    width = c + (len(weights) - 1) * g
-    buf = x.new_empty((b, width, h, w))
-    buf[:, :c] = x
-    V = x.new_empty((36, width, b * winograd_tiles(h, w)))
-    wino._winograd_input_cpp(buf[:, :c], V, 0)
-    for i, (wt, bias) in enumerate(zip(weights[:-1], biases[:-1])):
-        start = c + i * g
-        out = buf[:, start:start + g]
-        wino._winograd_output_cpp(torch.bmm(wino._winograd_kernel_cpp(wt), V[:, :start]), bias, SLOPE, out)
-        wino._winograd_input_cpp(out, V, start)
-    y6 = x.new_empty((b, weights[-1].shape[0], h, w))
-    wino._winograd_output_cpp(torch.bmm(wino._winograd_kernel_cpp(weights[-1]), V), biases[-1], 1.0, y6)
-    return y6, buf
-
-
-def _dense_backward_winograd(grad: torch.Tensor, buf: torch.Tensor, weights: list[torch.Tensor], channels: int
-                             ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-    """Backward of ``_dense_forward_winograd`` in the Winograd domain: the input gradients of all convs are
-    accumulated in one dV (36, C + 5G, tiles), and each feature's spatial gradient is taken out of it once
-    (when every later conv has added to it), instead of once per conv that reads it. V is recomputed from
-    the buffer (storing it would cost 2.3× the buffer's memory). Returns (dx, [dw1, db1, ..., dw6, db6])."""
-    wino = torch.ops.din_fast
-    g = weights[0].shape[0]
-    b, width, h, w = buf.shape
-    V = buf.new_empty((36, width, b * winograd_tiles(h, w)))
-    wino._winograd_input_cpp(buf, V, 0)
-    grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
-
-    def conv_step(i: int, gy: torch.Tensor, cin: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Parameter gradients of conv i (output gradient gy); returns (Uᵀ, dM) of its input gradient."""
-        dM = wino._winograd_output_adjoint_cpp(gy)
-        grads[2 * i] = wino._winograd_kernel_adjoint_cpp(torch.bmm(dM, V[:, :cin].transpose(1, 2)))
-        grads[2 * i + 1] = gy.sum((0, 2, 3))
-        return wino._winograd_kernel_cpp(weights[i]).transpose(1, 2), dM
-
-    dV = torch.bmm(*conv_step(len(weights) - 1, grad, width))  # the last conv reads every channel
-    for i in reversed(range(len(weights) - 1)):
-        start = channels + i * g
-        gy = buf.new_empty((b, g, h, w))
-        wino._winograd_input_adjoint_cpp(dV, start, gy)  # complete: only later convs read y_i
-        gy = torch.ops.aten.leaky_relu_backward(gy, buf[:, start:start + g], SLOPE, True)
-        dV[:, :start].baddbmm_(*conv_step(i, gy, start))
-    dx = buf.new_empty((b, channels, h, w))
-    wino._winograd_input_adjoint_cpp(dV, 0, dx)
-    return dx, grads
-
-
-class _DenseBody(torch.autograd.Function):
-    """Autograd of ``_dense_forward`` that saves only the channel buffer.
-
-    Plain autograd over the concatenations would keep every concatenated input and activation
-    (C + (C+G) + ... + (C+5G) channels, plus 5G for the LeakyReLUs); this keeps C + 5G. The backward
-    walks the convs in reverse, accumulating the input gradient of each conv into the matching
-    channels of one gradient buffer; LeakyReLU's derivative is read off the stored outputs (y > 0
-    exactly where its input was > 0, since the slope is positive).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        weights, biases = list(params[0::2]), list(params[1::2])
-        ctx.winograd = _conv3x3_impl(x) == "cpp" and not torch.compiler.is_compiling()
-        y6, buf = (_dense_forward_winograd if ctx.winograd else _dense_forward)(x, weights, biases)
-        ctx.save_for_backward(buf, *params)
-        ctx.channels = x.shape[1]
-        return y6
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        buf, *params = ctx.saved_tensors
-        weights, biases = params[0::2], params[1::2]
-        if ctx.winograd:
-            dx, grads = _dense_backward_winograd(grad, buf, weights, ctx.channels)
-            return (dx, *grads)
-        c, g = ctx.channels, weights[0].shape[0]
-        grads: list[torch.Tensor | None] = [None] * (2 * len(weights))
-        impl = _conv3x3_impl(buf)
-        fused_backward = _conv3x3_fn(impl, backward=True)
-
-        def conv_backward(gy: torch.Tensor, inp: torch.Tensor, i: int) -> torch.Tensor:
-            w = weights[i].to(inp.dtype)  # under autocast the forward ran the convs in inp's dtype
-            if impl == "reference":  # aten's own convolution backward, not the vjp of the reference
-                gx, gw, gb = torch.ops.aten.convolution_backward(
-                    gy.to(inp.dtype), inp, w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                    [True, True, True])
-            else:
-                gx, gw, gb = fused_backward(gy, inp, w, biases[i].to(inp.dtype))
-            grads[2 * i], grads[2 * i + 1] = gw, gb
-            return gx
-
-        gbuf = conv_backward(grad, buf, len(weights) - 1)
-        for i in reversed(range(len(weights) - 1)):
-            start = c + i * g
-            gy = torch.ops.aten.leaky_relu_backward(gbuf[:, start:start + g], buf[:, start:start + g], SLOPE, True)
-            gbuf[:, :start] += conv_backward(gy, buf[:, :start], i)
-        return (gbuf[:, :c], *grads)
 
 
 class RDB(nn.Module):
     """Residual dense block body: five 3x3 convs growing by G with LeakyReLU, then a 3x3 conv back
     to C. Returns conv6's output y6; the residual ``x + 0.1·y6`` is folded by the WRDB.
 
-    With the reference backend the dense connections are the official ``torch.cat`` of all previous
-    features; otherwise every conv reads a growing slice of one preallocated buffer (``_DenseBody``).
+    The body is the ``dense_block`` op (the official ``torch.cat`` graph under the reference backend;
+    one channel buffer on the fused implementations).
     """
 
     def __init__(self, channels: int, growth: int) -> None:
@@ -190,12 +46,7 @@ class RDB(nn.Module):
         self.convs.append(Conv3x3(channels + 5 * growth, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if backends.resolve("dwc_sum", x.device, x.dtype) != "reference":
-            return _DenseBody.apply(x, *(t for conv in self.convs for t in (conv.weight, conv.bias)))
-        feats = [x]
-        for conv in self.convs[:-1]:
-            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), SLOPE))
-        return self.convs[-1](torch.cat(feats, dim=1))
+        return ops.dense_block(x, [conv.weight for conv in self.convs], [conv.bias for conv in self.convs])
 
 
 class WRDB(nn.Module):

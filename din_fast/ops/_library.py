@@ -34,29 +34,20 @@ else contiguous); each gradient has the format of its input.
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from din_fast import _extension, backends
+from din_fast import _extension, _torch_internals, backends
+from din_fast._torch_internals import (any_autocast_enabled, dispatch_mode_depth, functorch_transforms_active,
+                                       jit_tracing_state, torch_function_mode_enabled)
+from din_fast.op_contract import memory_format_of
 
 _C = _extension.module()
 
 LIB = torch.library.Library("din_fast", "DEF")
 OPS: dict[str, FusedOp] = {}
-# Set while FusedOp.__call__ (or autograd) runs the op on arguments it has just checked (or that were
-# checked in the forward), so that the router does not check them a second time: at DIN's small
-# shapes the Python check is a sizeable part of an op's cost. Thread-local because dispatch is.
-_checked = threading.local()
-
-
-def memory_format_of(t: torch.Tensor) -> torch.memory_format:
-    """channels_last for a 4-D channels_last (and not also contiguous) tensor, else contiguous."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def empty_like_format(like: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -115,6 +106,22 @@ def _autocast_args(args: Sequence[Any], device_type: str) -> list[Any]:
             else a for a in args]
 
 
+def register_autocast(name: str) -> None:
+    """Under autocast (CPU and CUDA), run op ``din_fast::name`` in the autocast dtype: cast its floating
+    inputs, then call it with autocast off (our kernels need one dtype across inputs and parameters)."""
+    op = getattr(torch.ops.din_fast, name).default
+    for device_type in ("cpu", "cuda"):
+        key_name, key = _torch_internals.autocast_dispatch_key(device_type)
+
+        def autocast_impl(*args: Any, device_type: str = device_type, key: Any = key) -> Any:
+            cast = _autocast_args(args, device_type)  # before the guard: it turns autocast off
+            with _torch_internals.excluding_dispatch_key(key):
+                return op(*cast)
+
+        op.py_impl(key)(autocast_impl)  # the traced (torch.compile) path
+        LIB.impl(name, lambda _keyset, *args, impl=autocast_impl: impl(*args), key_name, with_keyset=True)
+
+
 # Tensor types the eager fast path passes straight to a kernel. Subclasses (FakeTensor, FunctionalTensor,
 # tensor-subclass wrappers) need the dispatcher, so they take the torch.ops path.
 _PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
@@ -132,9 +139,8 @@ _Route = tuple[str, Callable[..., Any], Any]
 def _eager_plain(tensors: Sequence[Any]) -> bool:
     """True when ``tensors`` may skip the dispatcher: plain tensors, and nothing that intercepts
     dispatch is active (torch.compile tracing, torch-function/dispatch modes, functorch, JIT tracing)."""
-    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
-            or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
-            or torch._C._get_tracing_state() is not None):
+    if (torch.compiler.is_compiling() or dispatch_mode_depth() or torch_function_mode_enabled()
+            or functorch_transforms_active() or jit_tracing_state() is not None):
         return False
     return _PLAIN_TENSORS.issuperset(map(type, tensors))
 
@@ -142,7 +148,7 @@ def _eager_plain(tensors: Sequence[Any]) -> bool:
 class _EagerAutograd(torch.autograd.Function):
     """Autograd node of the eager fast path for implementations that are not C++ kernel ops (Triton):
     the forward and backward implementations called directly. (The C++ ones get the same node in C++,
-    ``_C.eager_call``: this Python Function costs ~20 us more per forward + backward.)
+    ``_C.eager_call``, which costs less per call than this Python Function.)
 
     The same backward as the registered autograd (``FusedOp._autograd_backward``), without the
     generic torch.library machinery around it. Double backward raises (``once_differentiable``)."""
@@ -172,6 +178,21 @@ class _EagerAutograd(torch.autograd.Function):
 _grads_once_differentiable = torch.autograd.function.once_differentiable(_EagerAutograd._grads)
 
 
+def _tensor_params(schema: str) -> list[tuple[str, str]]:
+    """(type, name) of each argument of a fused op's schema, parsed by torch's schema parser; every
+    argument must be a Tensor or a Tensor[] and the op must return one Tensor."""
+    parsed = _torch_internals.parse_schema(schema)
+    tensor, tensors = _torch_internals.TENSOR_TYPE, _torch_internals.TENSOR_LIST_TYPE
+    params = []
+    for arg in parsed.arguments:
+        if arg.type not in (tensor, tensors):
+            raise ValueError(f"{schema}: argument {arg.name} must be a Tensor or a Tensor[], not {arg.type}")
+        params.append(("Tensor" if arg.type == tensor else "Tensor[]", arg.name))
+    if [r.type for r in parsed.returns] != [tensor]:
+        raise ValueError(f"{schema}: a fused op returns one Tensor")
+    return params
+
+
 def _first_tensor(args: Sequence[Any]) -> torch.Tensor:
     first = args[0]
     return first[0] if isinstance(first, (list, tuple)) else first
@@ -196,23 +217,23 @@ class FusedOp:
     def __init__(self, schema: str, reference: Callable[..., torch.Tensor],
                  check: Callable[..., None], output_shape: Callable[..., Sequence[int]],
                  kernels: tuple[str, ...]) -> None:
-        self.name, rest = schema.split("(", 1)
+        params = _tensor_params(schema)
+        self.name = _torch_internals.parse_schema(schema).name
         backends.declare_kernels(self.name, kernels)
-        params = rest.rsplit(")", 1)[0]
         self.reference = reference
         self.check = check
         self._implementations: dict[tuple[str, bool], Callable[..., Any]] = {}
         self._eager_routes: dict[tuple[torch.device, torch.dtype, str], _Route] = {}
         self.output_shape = output_shape
-        arg_types = [p.strip().split(" ")[0] for p in params.split(",")]
-        grad_types = ", ".join("Tensor[]" if t == "Tensor[]" else "Tensor" for t in arg_types)
-        backward_schema = f"{self.name}_backward(Tensor grad, {params}) -> ({grad_types})"
-        self.schema, self.backward_schema = schema, backward_schema
-        for s in (schema, backward_schema):
-            LIB.define(s)
-            name, tail = s.split("(", 1)
-            LIB.define(f"_{name}_cpp({tail}")
-            LIB.define(f"_{name}_cuda({tail}")
+        arguments = ", ".join(f"{t} {n}" for t, n in params)
+        grads = ", ".join(t for t, _ in params)
+        forward = (self.name, f"({arguments}) -> Tensor")
+        backward = (f"{self.name}_backward", f"(Tensor grad, {arguments}) -> ({grads})")
+        self.schema, self.backward_schema = (name + tail for name, tail in (forward, backward))
+        for name, tail in (forward, backward):
+            LIB.define(name + tail)
+            LIB.define(f"_{name}_cpp{tail}")
+            LIB.define(f"_{name}_cuda{tail}")
         for key in ("CPU", "CUDA"):
             LIB.impl(self.name, self._route_forward, key)
             LIB.impl(f"{self.name}_backward", self._route_backward, key)
@@ -221,23 +242,9 @@ class FusedOp:
         torch.library.register_autograd(f"din_fast::{self.name}", self._autograd_backward,
                                         setup_context=self._setup_context, lib=LIB)
         self.op = getattr(torch.ops.din_fast, self.name).default
-        for device_type in ("cpu", "cuda"):
-            self._register_autocast(device_type)
+        register_autocast(self.name)
         self.backward_op = getattr(torch.ops.din_fast, f"{self.name}_backward").default
         OPS[self.name] = self
-
-    def _register_autocast(self, device_type: str) -> None:
-        """Under autocast, run the op in the autocast dtype (cast inputs, then call with autocast off)."""
-        key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
-        key = getattr(torch._C.DispatchKey, key_name)
-
-        def autocast_impl(*args: Any) -> torch.Tensor:
-            cast = _autocast_args(args, device_type)  # before the guard: it turns autocast off
-            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
-                return self.op(*cast)
-
-        self.op.py_impl(key)(autocast_impl)  # the traced (torch.compile) path
-        LIB.impl(self.name, lambda _keyset, *args: autocast_impl(*args), key_name, with_keyset=True)
 
     # -- public entry -------------------------------------------------------------------------
     def __call__(self, *args: Any) -> torch.Tensor:
@@ -249,7 +256,7 @@ class FusedOp:
         fails: it then raises its ValueError naming the argument, or, if it finds nothing, the
         kernel's own error propagates. A bad argument gets the same error as on every other route."""
         tensors, spec = _flatten(args)
-        if torch._C._is_any_autocast_enabled():  # one cheap query in the common case (autocast off)
+        if any_autocast_enabled():  # one cheap query in the common case (autocast off)
             first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
             if first is not None and torch.is_autocast_enabled(first.device.type):  # (no tensor: check says so)
                 args = _autocast_args(args, first.device.type)
@@ -271,7 +278,7 @@ class FusedOp:
         x = tensors[0]
         if backends.resolve(self.name, x.device, x.dtype) == "reference":
             return self.reference(*args)
-        return self._call_checked(self.op, args)
+        return self.op(*args)  # its router checks again: this route is off the eager fast path
 
     def _eager_route(self, x: torch.Tensor) -> _Route:
         """(implementation, forward callable, C++ kernels handle or None) for tensors like ``x`` under the
@@ -302,23 +309,6 @@ class FusedOp:
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _EagerAutograd.apply(self, impl, spec, *tensors)
         return _formatted(forward(*args), x)
-
-    @staticmethod
-    def _call_checked(op: Callable[..., Any], args: Sequence[Any]) -> Any:
-        """``op(*args)`` with the router's argument check skipped (the caller has checked them)."""
-        if torch.compiler.is_compiling():  # traced code runs the router later, outside this call
-            return op(*args)
-        _checked.active = True
-        try:
-            return op(*args)
-        finally:
-            _checked.active = False
-
-    def _check_unless_checked(self, args: Sequence[Any]) -> None:
-        if getattr(_checked, "active", False):
-            _checked.active = False  # covers this router call only; anything nested checks again
-        else:
-            self.check(*args)
 
     # -- implementations ----------------------------------------------------------------------
     def reference_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
@@ -359,12 +349,12 @@ class FusedOp:
                      else _formatted(gs, arg) for gs, arg in zip(grads, args))
 
     def _route_forward(self, *args: Any) -> torch.Tensor:
-        self._check_unless_checked(args)
+        self.check(*args)
         x = _first_tensor(args)
         return self._run_forward(backends.resolve(self.name, x.device, x.dtype), args, x)
 
     def _route_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
-        self._check_unless_checked(args)
+        self.check(*args)
         x = _first_tensor(args)
         return self._run_backward(backends.resolve(self.name, x.device, x.dtype), grad, args)
 
@@ -386,4 +376,4 @@ class FusedOp:
 
     def _autograd_backward(self, ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         args = _unflatten(ctx.saved_tensors, ctx.spec)  # checked when the forward ran
-        return tuple(self._call_checked(self.backward_op, (grad, *args)))
+        return tuple(self.backward_op(grad, *args))

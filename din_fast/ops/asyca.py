@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
 def _check(x1: torch.Tensor, x2: torch.Tensor, w_init: torch.Tensor, b_init: torch.Tensor,
            w_dc: torch.Tensor, b_dc: torch.Tensor, w_ic: torch.Tensor, b_ic: torch.Tensor) -> None:
-    _checks.feature("x1", x1)
-    _checks.same_as("x2", x2, "x1", x1)
+    contract.feature("x1", x1)
+    contract.same_as("x2", x2, "x1", x1)
     c = x1.shape[1]
-    _checks.same_as("w_init", w_init, "x1", x1, (c, 2 * c, 1, 1))
-    _checks.same_as("b_init", b_init, "x1", x1, (c,))
+    contract.same_as("w_init", w_init, "x1", x1, (c, 2 * c, 1, 1))
+    contract.same_as("b_init", b_init, "x1", x1, (c,))
     if not isinstance(w_dc, torch.Tensor) or w_dc.dim() != 4 or w_dc.shape[0] == 0:
         raise ValueError(f"w_dc must have shape (R, {c}, 1, 1) with R > 0")
     r = w_dc.shape[0]
-    _checks.same_as("w_dc", w_dc, "x1", x1, (r, c, 1, 1))
-    _checks.same_as("b_dc", b_dc, "x1", x1, (r,))
-    _checks.same_as("w_ic", w_ic, "x1", x1, (2 * c, r, 1, 1))
-    _checks.same_as("b_ic", b_ic, "x1", x1, (2 * c,))
+    contract.same_as("w_dc", w_dc, "x1", x1, (r, c, 1, 1))
+    contract.same_as("b_dc", b_dc, "x1", x1, (r,))
+    contract.same_as("w_ic", w_ic, "x1", x1, (2 * c, r, 1, 1))
+    contract.same_as("b_ic", b_ic, "x1", x1, (2 * c,))
 
 
 _OP = FusedOp(

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
 def _check(u: torch.Tensor, t: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
            b2: torch.Tensor) -> None:
-    _checks.feature("u", u)
-    _checks.same_as("t", t, "u", u)
-    _checks.channel_mlp("u", u, ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))
+    contract.feature("u", u)
+    contract.same_as("t", t, "u", u)
+    contract.channel_mlp("u", u, ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))
 
 
 _OP = FusedOp(

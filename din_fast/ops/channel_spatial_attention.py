@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
 def _check(x: torch.Tensor, skip: torch.Tensor, w_ca1: torch.Tensor, b_ca1: torch.Tensor, w_ca2: torch.Tensor,
            b_ca2: torch.Tensor, w_sa: torch.Tensor, b_sa: torch.Tensor) -> None:
-    _checks.feature("x", x)
-    _checks.same_as("skip", skip, "x", x)
-    _checks.channel_mlp("x", x, ("w_ca1", w_ca1), ("b_ca1", b_ca1), ("w_ca2", w_ca2), ("b_ca2", b_ca2))
-    _checks.same_as("w_sa", w_sa, "x", x, (1, 2, 7, 7))
-    _checks.same_as("b_sa", b_sa, "x", x, (1,))
+    contract.feature("x", x)
+    contract.same_as("skip", skip, "x", x)
+    contract.channel_mlp("x", x, ("w_ca1", w_ca1), ("b_ca1", b_ca1), ("w_ca2", w_ca2), ("b_ca2", b_ca2))
+    contract.same_as("w_sa", w_sa, "x", x, (1, 2, 7, 7))
+    contract.same_as("b_sa", b_sa, "x", x, (1,))
 
 
 _OP = FusedOp(

@@ -9,16 +9,15 @@ FLOP rate, so a faster fused path has to do fewer FLOPs. The C++ CPU kernel uses
 filtering F(4x4, 3x3) (Lavin & Gray, 2016): per 4x4 output tile, 36 multiplications per (Cout, Cin) pair
 instead of 144, as 36 batched GEMMs between transforms (see csrc/cpu/conv3x3.cpp). It is exact in exact
 arithmetic; in float32 its rounding error is about 10× the direct convolution's (~1e-5 relative to the
-output's scale per layer, ~1e-6 absolute on a whole DIN or DeFiAN output, tests/test_conv3x3.py), far
+output's scale per layer, ~1e-6 absolute on a whole DIN or DeFiAN output, tests/ops/test_conv3x3.py), far
 inside the models' tolerance. The backward is the adjoint of the same transforms. One behaviour differs
 from a direct convolution: an inf/NaN input pixel makes the whole 4x4 output tiles whose windows
 contain it non-finite (not just its 3x3 neighbourhood).
 
 With at most 4 output channels (the models' last conv, C features → 3 colours at the HR size) the forward
 convolves directly instead: Winograd's GEMMs would have only Cout rows and its input transform of all C
-channels would cost more than the 9·C multiply-adds per output value (32 → 3 at 384², one core: ~2.8× faster
-than oneDNN, where Winograd was ~2×). Its rounding is a direct convolution's and an inf/NaN reaches only the
-3x3 neighbourhood; its backward is the Winograd backward of the same convolution.
+channels would cost more than the 9·C multiply-adds per output value (benchmarks/NOTES.md). Its
+rounding is a direct convolution's and an inf/NaN reaches only the 3x3 neighbourhood; its backward is the Winograd backward of the same convolution.
 
 The op works strip by strip (a few tile rows of one image per thread at a time, in buffers each thread
 keeps between calls), so the Winograd-domain data is never materialised for the whole map: at 96×96 the
@@ -36,17 +35,18 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import LIB, FusedOp
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
-    _checks.feature("x", x)
+    contract.feature("x", x)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[0] == 0:
         raise ValueError(f"weight must have shape (Cout, {x.shape[1]}, 3, 3) with Cout > 0")
     cout = weight.shape[0]
-    _checks.same_as("weight", weight, "x", x, (cout, x.shape[1], 3, 3))
-    _checks.same_as("bias", bias, "x", x, (cout,))
+    contract.same_as("weight", weight, "x", x, (cout, x.shape[1], 3, 3))
+    contract.same_as("bias", bias, "x", x, (cout,))
 
 
 _OP = FusedOp(

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    _checks.feature("q", q)
-    _checks.same_as("k", k, "q", q)
-    _checks.feature("v", v)
+    contract.feature("q", q)
+    contract.same_as("k", k, "q", q)
+    contract.feature("v", v)
     b, _, h, w = q.shape
-    _checks.same_as("v", v, "q", q, (b, v.shape[1], h, w))
+    contract.same_as("v", v, "q", q, (b, v.shape[1], h, w))
 
 
 _OP = FusedOp(

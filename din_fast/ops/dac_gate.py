@@ -17,26 +17,27 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
 def _check(x: torch.Tensor, r: torch.Tensor, v: torch.Tensor, w_mean1: torch.Tensor, w_mean2: torch.Tensor,
            w_std1: torch.Tensor, w_std2: torch.Tensor) -> None:
-    _checks.feature("x", x)
+    contract.feature("x", x)
     b, c, h, w = x.shape
     if h * w < 2:
         raise ValueError(f"x must have H*W > 1 (the unbiased variance of one pixel is undefined), "
                          f"got shape {tuple(x.shape)}")
-    _checks.same_as("r", r, "x", x)
-    _checks.same_as("v", v, "x", x, (b, 1, h, w))
+    contract.same_as("r", r, "x", x)
+    contract.same_as("v", v, "x", x, (b, 1, h, w))
     if not isinstance(w_mean1, torch.Tensor) or w_mean1.dim() != 4 or w_mean1.shape[0] == 0:
         raise ValueError(f"w_mean1 must have shape (R, {c}, 1, 1) with R > 0")
     red = w_mean1.shape[0]
-    _checks.same_as("w_mean1", w_mean1, "x", x, (red, c, 1, 1))
-    _checks.same_as("w_mean2", w_mean2, "x", x, (c, red, 1, 1))
-    _checks.same_as("w_std1", w_std1, "x", x, (red, c, 1, 1))
-    _checks.same_as("w_std2", w_std2, "x", x, (c, red, 1, 1))
+    contract.same_as("w_mean1", w_mean1, "x", x, (red, c, 1, 1))
+    contract.same_as("w_mean2", w_mean2, "x", x, (c, red, 1, 1))
+    contract.same_as("w_std1", w_std1, "x", x, (red, c, 1, 1))
+    contract.same_as("w_std2", w_std2, "x", x, (c, red, 1, 1))
 
 
 _OP = FusedOp(

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 #: Shapes of the seven weights and biases, in module order.
@@ -26,12 +27,12 @@ BIAS_SHAPES = ((6,), (12,), (24,), (12,), (6,), (3,), (1,))
 
 
 def _check(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
-    _checks.feature("h", h, channels=3)
+    contract.feature("h", h, channels=3)
     for what, got, shapes in (("weights", weights, WEIGHT_SHAPES), ("biases", biases, BIAS_SHAPES)):
         if not isinstance(got, (list, tuple)) or len(got) != len(shapes):
             raise ValueError(f"{what} must be a list of {len(shapes)} tensors")
         for i, (t, shape) in enumerate(zip(got, shapes)):
-            _checks.same_as(f"{what}[{i}]", t, "h", h, shape)
+            contract.same_as(f"{what}[{i}]", t, "h", h, shape)
 
 
 _OP = FusedOp(

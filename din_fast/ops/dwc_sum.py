@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
 def _check(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> None:
     if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
         raise ValueError("inputs must be a non-empty list of tensors (k >= 1)")
-    _checks.feature("inputs[0]", inputs[0])
-    _checks.all_same_as("inputs", inputs, 1, "inputs[0]", inputs[0])
+    contract.feature("inputs[0]", inputs[0])
+    contract.all_same_as("inputs", inputs, 1, "inputs[0]", inputs[0])
     c = inputs[0].shape[1]
-    _checks.same_as("weight", weight, "inputs[0]", inputs[0], (len(inputs), c))
-    _checks.same_as("bias", bias, "inputs[0]", inputs[0], (c,))
+    contract.same_as("weight", weight, "inputs[0]", inputs[0], (len(inputs), c))
+    contract.same_as("bias", bias, "inputs[0]", inputs[0], (c,))
 
 
 _OP = FusedOp(

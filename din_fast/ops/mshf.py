@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import torch
 
-from din_fast.ops import _checks, reference
+from din_fast import op_contract as contract
+from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
-    _checks.feature("x", x)
+    contract.feature("x", x)
     c = x.shape[1]
-    _checks.same_as("weight", weight, "x", x, (3, 3, c, 3, 3))
-    _checks.same_as("bias", bias, "x", x, (3, 3, c))
+    contract.same_as("weight", weight, "x", x, (3, 3, c, 3, 3))
+    contract.same_as("bias", bias, "x", x, (3, 3, c))
 
 
 _OP = FusedOp(

@@ -11,17 +11,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from din_fast.op_contract import DAC_EPS
+
 #: Dilations of the three MSHF scales (kernel sizes 3, 5, 7 in the paper).
 MSHF_DILATIONS = (1, 2, 3)
 #: Dilations of DiEnDec's three encoder convs; the decoder uses them in reverse.
 ENCDEC_DILATIONS = (1, 2, 4)
-#: Added to the unbiased variance in the DAC statistics (official code).
-DAC_EPS = 1e-5
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``conv2d(x, weight, bias, padding=1)``: the 3x3 convolutions of every model, as PyTorch runs them."""
     return F.conv2d(x, weight, bias, padding=1)
+
+
+#: LeakyReLU slope of DIN's dense block (official code).
+DENSE_SLOPE = 0.2
+
+
+def dense_block(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
+    """DIN's residual dense block body as the official code writes it: ``f_0 = x``,
+    ``f_i = lrelu(conv3x3(cat[f_0, ..., f_{i−1}], W_i, b_i), 0.2)`` for i < n, and
+    ``y = conv3x3(cat[f_0, ..., f_{n−1}], W_n, b_n)``."""
+    feats = [x]
+    for w, b in zip(weights[:-1], biases[:-1]):
+        feats.append(F.leaky_relu(conv3x3(torch.cat(feats, dim=1), w, b), DENSE_SLOPE))
+    return conv3x3(torch.cat(feats, dim=1), weights[-1], biases[-1])
 
 
 def asyca(x1: torch.Tensor, x2: torch.Tensor, w_init: torch.Tensor, b_init: torch.Tensor,

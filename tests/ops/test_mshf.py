@@ -141,7 +141,7 @@ def test_narrower_instruction_sets_match_reference(isa):
     skip_unless_runs("mshf", "cpp", torch.float64)
     code = textwrap.dedent(f"""
         import sys, torch
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})
         import din_fast
         from impl_checks import check_forward
         from op_inputs import mshf_args

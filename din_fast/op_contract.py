@@ -1,4 +1,9 @@
-"""Argument checks shared by the fused ops. They read only metadata, so they also run in fake kernels."""
+"""The contract between din_fast's ops and their kernels: argument checks, memory formats, accumulation
+dtypes and the constants of the maths. ``din_fast.ops`` and the Triton kernels (``din_fast.kernels``) both
+use it; it imports nothing of din_fast, so kernels depend on no op module.
+
+The checks read only metadata, so they also run in fake kernels.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,21 @@ from collections.abc import Sequence
 import torch
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: Added to the unbiased variance in DeFiAN's DAC statistics (official code).
+DAC_EPS = 1e-5
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D channels_last (and not also contiguous) tensor, else contiguous. Every op's
+    output has its first tensor argument's format, and each gradient its input's."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype of every kernel: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def feature(name: str, t: torch.Tensor, channels: int | None = None) -> None:

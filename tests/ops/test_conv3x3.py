@@ -179,7 +179,7 @@ def test_private_kernels_check_their_arguments():
 
 def test_winograd_building_blocks_compose_over_a_shared_buffer():
     """DIN's dense block transforms each feature once into channels of one (36, C, tiles) buffer and runs a
-    conv over any prefix of it; the same for the adjoints (tests/test_din_fused_path.py covers the block)."""
+    conv over any prefix of it; the same for the adjoints (tests/ops/test_dense_block.py covers the block)."""
     skip_unless_runs("conv3x3", "cpp", torch.float64)
     wino = torch.ops.din_fast
     g = torch.Generator().manual_seed(5)
