@@ -78,3 +78,33 @@ def channel_mlp(ref_name: str, ref: torch.Tensor, w1: tuple[str, torch.Tensor], 
     red = w1[1].shape[0]
     for (name, t), shape in ((w1, (red, c, 1, 1)), (b1, (red,)), (w2, (c, red, 1, 1)), (b2, (c,))):
         same_as(name, t, ref_name, ref, shape)
+
+
+def check_asyca(x1: torch.Tensor, x2: torch.Tensor, w_init: torch.Tensor, b_init: torch.Tensor,
+                w_dc: torch.Tensor, b_dc: torch.Tensor, w_ic: torch.Tensor, b_ic: torch.Tensor) -> None:
+    """The arguments of ``din_fast.ops.asyca`` (shapes, dtypes, devices); ValueError naming a bad one.
+    The op layer and the Triton kernels both run it."""
+    feature("x1", x1)
+    same_as("x2", x2, "x1", x1)
+    c = x1.shape[1]
+    same_as("w_init", w_init, "x1", x1, (c, 2 * c, 1, 1))
+    same_as("b_init", b_init, "x1", x1, (c,))
+    if not isinstance(w_dc, torch.Tensor) or w_dc.dim() != 4 or w_dc.shape[0] == 0:
+        raise ValueError(f"w_dc must have shape (R, {c}, 1, 1) with R > 0")
+    r = w_dc.shape[0]
+    same_as("w_dc", w_dc, "x1", x1, (r, c, 1, 1))
+    same_as("b_dc", b_dc, "x1", x1, (r,))
+    same_as("w_ic", w_ic, "x1", x1, (2 * c, r, 1, 1))
+    same_as("b_ic", b_ic, "x1", x1, (2 * c,))
+
+
+def check_dwc_sum(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """The arguments of ``din_fast.ops.dwc_sum`` (shapes, dtypes, devices); ValueError naming a bad one.
+    The op layer and the Triton kernels both run it."""
+    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
+        raise ValueError("inputs must be a non-empty list of tensors (k >= 1)")
+    feature("inputs[0]", inputs[0])
+    all_same_as("inputs", inputs, 1, "inputs[0]", inputs[0])
+    c = inputs[0].shape[1]
+    same_as("weight", weight, "inputs[0]", inputs[0], (len(inputs), c))
+    same_as("bias", bias, "inputs[0]", inputs[0], (c,))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from din_fast.op_contract import check_asyca
 from din_fast.kernels._layout import (acc_dtype, channel_block, check_grad, dense, split, strides, tile, tile_at,
                                       tl_acc_dtype)
 
@@ -112,8 +113,8 @@ def _params(params: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[torch.
 
 
 def forward(x1: torch.Tensor, x2: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-    """``din_fast::asyca`` on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), on arguments the op
-    layer has checked."""
+    """``din_fast::asyca`` on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1)."""
+    check_asyca(x1, x2, *params)
     (x1, x2), fmt = dense([x1, x2])
     hw = x1.shape[2] * x1.shape[3]
     sums = _means_and_products(x1, x2, None)
@@ -126,6 +127,7 @@ def forward(x1: torch.Tensor, x2: torch.Tensor, *params: torch.Tensor) -> torch.
 def backward(grad: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor,
              *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``din_fast::asyca_backward``: (dx1, dx2, dw_init, db_init, dw_dc, db_dc, dw_ic, db_ic)."""
+    check_asyca(x1, x2, *params)
     check_grad(grad, x1)
     (x1, x2, g), fmt = dense([x1, x2, grad])
     c, hw = x1.shape[1], x1.shape[2] * x1.shape[3]

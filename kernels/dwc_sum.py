@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from din_fast.op_contract import check_dwc_sum
 from din_fast.kernels._layout import (acc_dtype, channel_block, check_grad, dense, split, strides, tile, tile_at,
                                       tl_acc_dtype)
 
@@ -118,8 +119,8 @@ def _padded(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def forward(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``din_fast::dwc_sum`` on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), on arguments the op
-    layer has checked."""
+    """``din_fast::dwc_sum`` on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1)."""
+    check_dwc_sum(inputs, weight, bias)
     xs, fmt = dense(list(inputs))
     out = torch.empty_like(xs[0], memory_format=fmt)
     n, c = out.numel(), out.shape[1]
@@ -136,6 +137,7 @@ def forward(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor
 def backward(grad: torch.Tensor, inputs: list[torch.Tensor], weight: torch.Tensor,
              bias: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """``din_fast::dwc_sum_backward``: (d inputs, d weight, d bias)."""
+    check_dwc_sum(inputs, weight, bias)
     check_grad(grad, inputs[0])
     (g, *xs), fmt = dense([grad, *inputs])
     bsz, c, h, w = g.shape

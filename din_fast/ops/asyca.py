@@ -20,27 +20,11 @@ from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
-def _check(x1: torch.Tensor, x2: torch.Tensor, w_init: torch.Tensor, b_init: torch.Tensor,
-           w_dc: torch.Tensor, b_dc: torch.Tensor, w_ic: torch.Tensor, b_ic: torch.Tensor) -> None:
-    contract.feature("x1", x1)
-    contract.same_as("x2", x2, "x1", x1)
-    c = x1.shape[1]
-    contract.same_as("w_init", w_init, "x1", x1, (c, 2 * c, 1, 1))
-    contract.same_as("b_init", b_init, "x1", x1, (c,))
-    if not isinstance(w_dc, torch.Tensor) or w_dc.dim() != 4 or w_dc.shape[0] == 0:
-        raise ValueError(f"w_dc must have shape (R, {c}, 1, 1) with R > 0")
-    r = w_dc.shape[0]
-    contract.same_as("w_dc", w_dc, "x1", x1, (r, c, 1, 1))
-    contract.same_as("b_dc", b_dc, "x1", x1, (r,))
-    contract.same_as("w_ic", w_ic, "x1", x1, (2 * c, r, 1, 1))
-    contract.same_as("b_ic", b_ic, "x1", x1, (2 * c,))
-
-
 _OP = FusedOp(
     "asyca(Tensor x1, Tensor x2, Tensor w_init, Tensor b_init, Tensor w_dc, Tensor b_dc, Tensor w_ic, "
     "Tensor b_ic) -> Tensor",
     reference=reference.asyca,
-    check=_check,
+    check=contract.check_asyca,
     output_shape=lambda x1, *_: x1.shape,
     kernels=("cpp", "cuda", "triton"),
 )

@@ -19,20 +19,10 @@ from din_fast.ops import reference
 from din_fast.ops._library import FusedOp
 
 
-def _check(inputs: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> None:
-    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
-        raise ValueError("inputs must be a non-empty list of tensors (k >= 1)")
-    contract.feature("inputs[0]", inputs[0])
-    contract.all_same_as("inputs", inputs, 1, "inputs[0]", inputs[0])
-    c = inputs[0].shape[1]
-    contract.same_as("weight", weight, "inputs[0]", inputs[0], (len(inputs), c))
-    contract.same_as("bias", bias, "inputs[0]", inputs[0], (c,))
-
-
 _OP = FusedOp(
     "dwc_sum(Tensor[] inputs, Tensor weight, Tensor bias) -> Tensor",
     reference=reference.dwc_sum,
-    check=_check,
+    check=contract.check_dwc_sum,
     output_shape=lambda inputs, *_: inputs[0].shape,
     kernels=("cpp", "cuda", "triton"),
 )
