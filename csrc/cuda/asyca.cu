@@ -42,7 +42,7 @@ struct Attention {
 at::Tensor asyca_cuda(const at::Tensor& x1_, const at::Tensor& x2_, const at::Tensor& w_init, const at::Tensor& b_init,
                       const at::Tensor& w_dc, const at::Tensor& b_dc, const at::Tensor& w_ic, const at::Tensor& b_ic) {
   check_asyca_args(x1_, x2_, w_init, b_init, w_dc, b_dc, w_ic, b_ic, check_cuda_float);
-  const c10::cuda::CUDAGuard guard(x1_.device());
+  const DeviceGuard guard(x1_.device());
   const Prepared in = prepare(x1_, x2_);
   const int64_t hw = in.x1.size(2) * in.x1.size(3);
   const at::Tensor sums = channel_sums(in.x1, in.x2, nullptr);
@@ -58,7 +58,7 @@ asyca_backward_cuda(const at::Tensor& grad, const at::Tensor& x1_, const at::Ten
                     const at::Tensor& b_ic) {
   check_asyca_args(x1_, x2_, w_init, b_init, w_dc, b_dc, w_ic, b_ic, check_cuda_float);
   check_same(grad, "grad", x1_, "x1", x1_.sizes());
-  const c10::cuda::CUDAGuard guard(x1_.device());
+  const DeviceGuard guard(x1_.device());
   const Prepared in = prepare(x1_, x2_);
   const at::Tensor g = grad.contiguous(in.fmt);
   const int64_t C = in.x1.size(1), hw = in.x1.size(2) * in.x1.size(3);
@@ -66,11 +66,11 @@ asyca_backward_cuda(const at::Tensor& grad, const at::Tensor& x1_, const at::Ten
   const at::Tensor m = sums.narrow(1, 0, 2).flatten(1) / double(hw);
   const Attention att(m, w_init, b_init, w_dc, b_dc, w_ic, b_ic);
   const at::Tensor da = sums.select(1, 2), db = sums.select(1, 3);
-  // Pair softmax backward, then back through conv_ic, ReLU (1 iff p > 0), conv_dc, conv_init.
+  // Pair softmax backward, then back through conv_ic, ReLU (0 where p <= 0), conv_dc, conv_init.
   const at::Tensor dot = att.a * da + att.b * db;
   const at::Tensor ds = at::cat({att.a * (da - dot), att.b * (db - dot)}, 1);
   const at::Tensor g_w_ic = ds.t().mm(att.h), g_b_ic = ds.sum(0);
-  const at::Tensor dp = ds.mm(att.w_ic) * (att.p > 0).to(ds.scalar_type());
+  const at::Tensor dp = ds.mm(att.w_ic).masked_fill(att.p <= 0, 0);
   const at::Tensor g_w_dc = dp.t().mm(att.z), g_b_dc = dp.sum(0);
   const at::Tensor dz = dp.mm(att.w_dc);
   const at::Tensor g_w_init = dz.t().mm(m), g_b_init = dz.sum(0);
@@ -93,7 +93,7 @@ asyca_backward_cuda(const at::Tensor& grad, const at::Tensor& x1_, const at::Ten
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(din_fast, CUDA, m) {
+DIN_FAST_CUDA_LIBRARY_IMPL(m) {
   m.impl("_asyca_cuda", &cuda::asyca_cuda);
   m.impl("_asyca_backward_cuda", &cuda::asyca_backward_cuda);
 }

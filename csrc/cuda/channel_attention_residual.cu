@@ -36,7 +36,7 @@ struct Attention {
 at::Tensor channel_attention_residual_cuda(const at::Tensor& u_, const at::Tensor& t_, const at::Tensor& w1,
                                            const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
   check_channel_attention_residual_args(u_, t_, w1, b1, w2, b2, check_cuda_float);
-  const c10::cuda::CUDAGuard guard(u_.device());
+  const DeviceGuard guard(u_.device());
   const Prepared in = prepare(t_, u_);
   const int64_t hw = in.x1.size(2) * in.x1.size(3);
   const at::Tensor mean = channel_sums(in.x1, in.x1, nullptr).select(1, 0) / double(hw);
@@ -53,7 +53,7 @@ Grads channel_attention_residual_backward_cuda(
     const at::Tensor& w2, const at::Tensor& b2) {
   check_channel_attention_residual_args(u_, t_, w1, b1, w2, b2, check_cuda_float);
   check_same(grad, "grad", u_, "u", u_.sizes());
-  const c10::cuda::CUDAGuard guard(u_.device());
+  const DeviceGuard guard(u_.device());
   const Prepared in = prepare(t_, grad);
   const int64_t hw = in.x1.size(2) * in.x1.size(3);
   const at::Tensor sums = channel_sums(in.x1, in.x1, &in.x2);  // (B, 4, C): Σt, Σt, Σg·t, Σg·t
@@ -62,7 +62,7 @@ Grads channel_attention_residual_backward_cuda(
   // The MLP's backward: dz through W2, the ReLU (open iff h > 0) and W1.
   const at::Tensor dz = sums.select(1, 2) * att.a * (1 - att.a);
   const at::Tensor g_w2 = dz.t().mm(at::relu(att.h)), g_b2 = dz.sum(0);
-  const at::Tensor dh = dz.mm(att.w2) * (att.h > 0).to(dz.scalar_type());
+  const at::Tensor dh = dz.mm(att.w2).masked_fill(att.h <= 0, 0);
   const at::Tensor g_w1 = dh.t().mm(mean), g_b1 = dh.sum(0);
   const at::Tensor k = (dh.mm(att.w1) / double(hw)).contiguous(), zero = at::zeros_like(k);
   at::Tensor dt = at::empty(in.x1.sizes(), in.x1.options().memory_format(in.fmt));
@@ -75,7 +75,7 @@ Grads channel_attention_residual_backward_cuda(
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(din_fast, CUDA, m) {
+DIN_FAST_CUDA_LIBRARY_IMPL(m) {
   m.impl("_channel_attention_residual_cuda", &cuda::channel_attention_residual_cuda);
   m.impl("_channel_attention_residual_backward_cuda", &cuda::channel_attention_residual_backward_cuda);
 }

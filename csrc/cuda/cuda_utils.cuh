@@ -1,20 +1,18 @@
-// Helpers shared by din_fast's CUDA kernels: 16-byte vector access, warp/block sums, and the layout
-// description of a dense (B, C, H, W) feature map.
+// Device-side helpers shared by din_fast's CUDA kernels: 16-byte vector access, warp/block sums, the
+// launch's dynamic shared memory, and the layout description of a dense (B, C, H, W) feature map.
+// Device code only (no ATen or CUDA runtime calls), so the kernels that include it also compile as host
+// C++ under the CPU emulation of the CUDA execution model (DIN_FAST_CUDA_EMULATION,
+// csrc/cuda_emulation/runtime.h). The host side of a launch is csrc/cuda/launch.cuh.
 //
 // A dense NCHW or channels_last map is addressed as b·stride_b + c·stride_c + p·stride_p with the
 // flattened spatial index p = h·W + w (NCHW: stride_p = 1; channels_last: stride_c = 1).
 #pragma once
 
-#include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime.h>
+#ifdef DIN_FAST_CUDA_EMULATION
+#include "cuda_emulation/runtime.h"
+#endif
 
 #include <cstdint>
-
-#include "common.h"
 
 namespace din_fast {
 namespace cuda {
@@ -59,41 +57,21 @@ __device__ __forceinline__ A block_sum(A v, A* smem) {
   return v;
 }
 
+// The launch's dynamic (extern __shared__) shared memory as T, 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared_memory() {
+#ifdef DIN_FAST_CUDA_EMULATION
+  return reinterpret_cast<T*>(cuda_emulation::dynamic_shared_memory());
+#else
+  extern __shared__ __align__(16) unsigned char dynamic_smem[];
+  return reinterpret_cast<T*>(dynamic_smem);
+#endif
+}
+
 struct Layout {
   int64_t B, C, HW;
   bool nhwc;
 };
-
-inline Layout layout_of(const at::Tensor& t) {
-  return {t.size(0), t.size(1), t.size(2) * t.size(3), memory_format_of(t) == at::MemoryFormat::ChannelsLast};
-}
-
-// True when every pointer is 16-byte aligned and the contiguous axis splits into whole vectors, so
-// vector accesses never straddle a (b, c) plane (NCHW) or a pixel's channel row (NHWC).
-template <typename T>
-inline bool vectorisable(const Layout& l, std::initializer_list<const void*> ptrs) {
-  const int64_t inner = l.nhwc ? l.C : l.HW;
-  if (inner % Vec<T>::N != 0) return false;
-  for (const void* p : ptrs) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  }
-  return true;
-}
-
-inline void check_cuda_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.is_cuda(), name, " must be a CUDA tensor, got ", t.device());
-  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
-                        t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16,
-                    name, " must be float16, bfloat16, float32 or float64, got ", t.scalar_type());
-}
-
-// Splits of H·W for a reduction so that the grid has at least ~4 blocks per SM on an H100.
-inline int64_t reduction_splits(int64_t items, int64_t hw, int64_t min_per_split) {
-  const int64_t target = 4 * 132;
-  int64_t splits = (target + items - 1) / items;
-  const int64_t max_splits = (hw + min_per_split - 1) / min_per_split;
-  return std::max<int64_t>(1, std::min(splits, max_splits));
-}
 
 }  // namespace cuda
 }  // namespace din_fast

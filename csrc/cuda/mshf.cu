@@ -1,4 +1,5 @@
-// CUDA kernels of `mshf` (DeFiAN's multi-scale Hessian filter; din_fast/ops/mshf.py has the maths).
+// CUDA launchers of `mshf` (DeFiAN's multi-scale Hessian filter; din_fast/ops/mshf.py has the maths; the
+// kernels are in mshf_kernels.cuh).
 //
 // Forward: a block computes a kTile × kTile tile of output pixels of one image. For each channel it
 // stages the tile plus a halo of kHalo pixels (the largest dilation) in shared memory, zero outside
@@ -11,164 +12,18 @@
 // to e for dx. Where the square root's argument is 0 the derivative is NaN, as autograd's.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "common.h"
+#include "cuda/launch.cuh"
+#include "cuda/mshf_kernels.cuh"
 
 namespace din_fast {
 namespace {
 
-constexpr int kTile = 16;                // output tile edge (kTile² threads per block)
-constexpr int kHalo = 3;                 // the largest dilation
-constexpr int kSpan = kTile + 2 * kHalo; // staged tile edge
-
-// Stage the kSpan² window of `plane` whose top-left is (h0 − kHalo, w0 − kHalo), zero outside the image.
-template <typename scalar_t, typename acc_t>
-__device__ void stage(const scalar_t* plane, int H, int W, int h0, int w0, acc_t (*tile)[kSpan]) {
-  for (int i = threadIdx.y * kTile + threadIdx.x; i < kSpan * kSpan; i += kTile * kTile) {
-    const int r = i / kSpan, c = i % kSpan, h = h0 - kHalo + r, w = w0 - kHalo + c;
-    tile[r][c] = (h >= 0 && h < H && w >= 0 && w < W) ? static_cast<acc_t>(plane[h * W + w]) : acc_t(0);
-  }
-}
-
-// g of scale s (dilation s + 1) at the thread's pixel; k points at weight[s, 0, c] (kinds are C·9 apart).
-template <typename scalar_t, typename acc_t>
-__device__ void hessian(const acc_t (*tile)[kSpan], int s, const scalar_t* k, const scalar_t* b, int64_t kind_stride,
-                        int64_t bias_stride, acc_t& gxx, acc_t& gyy, acc_t& gxy) {
-  const int d = s + 1, y = threadIdx.y + kHalo, x = threadIdx.x + kHalo;
-  gxx = static_cast<acc_t>(b[0]);
-  gyy = static_cast<acc_t>(b[bias_stride]);
-  gxy = static_cast<acc_t>(b[2 * bias_stride]);
-#pragma unroll
-  for (int t = 0; t < 9; ++t) {
-    const acc_t tap = tile[y + (t / 3 - 1) * d][x + (t % 3 - 1) * d];
-    gxx += static_cast<acc_t>(k[t]) * tap;
-    gyy += static_cast<acc_t>(k[kind_stride + t]) * tap;
-    gxy += static_cast<acc_t>(k[2 * kind_stride + t]) * tap;
-  }
-}
-
-template <typename scalar_t>
-__global__ void forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
-                               const scalar_t* __restrict__ bias, scalar_t* __restrict__ out, int C, int H, int W) {
-  using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t tile[kSpan][kSpan];
-  const int b = blockIdx.z, h0 = blockIdx.y * kTile, w0 = blockIdx.x * kTile;
-  const int h = h0 + threadIdx.y, w = w0 + threadIdx.x;
-  const int64_t plane = static_cast<int64_t>(H) * W;
-  acc_t lam[3] = {0, 0, 0};
-  for (int c = 0; c < C; ++c) {
-    stage(x + (static_cast<int64_t>(b) * C + c) * plane, H, W, h0, w0, tile);
-    __syncthreads();
-#pragma unroll
-    for (int s = 0; s < 3; ++s) {
-      acc_t gxx, gyy, gxy;
-      hessian(tile, s, weight + (s * 3 * C + c) * 9, bias + s * 3 * C + c, int64_t(C) * 9, C, gxx, gyy, gxy);
-      const acc_t diff = gxx - gyy;
-      lam[s] += ((gxx + gyy) + sqrt(diff * diff + acc_t(4) * (gxy * gxy))) * acc_t(0.5);
-    }
-    __syncthreads();
-  }
-  if (h < H && w < W) {
-#pragma unroll
-    for (int s = 0; s < 3; ++s) out[(static_cast<int64_t>(b) * 3 + s) * plane + h * W + w] = lam[s] / acc_t(C);
-  }
-}
-
-template <typename acc_t>
-__device__ acc_t warp_sum(acc_t v) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// e (B, C, 9, H, W) in acc_t, ordered [scale][kind]; partial (blocks, C, 90): the block's sums of 9 dbias
-// then 81 dweight terms [scale][kind][tap] (warp shuffles, then the 8 warps through shared memory).
-template <typename scalar_t>
-__global__ void eigen_grad_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
-                                  const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
-                                  at::opmath_type<scalar_t>* __restrict__ e,
-                                  at::opmath_type<scalar_t>* __restrict__ partial, int C, int H, int W) {
-  using acc_t = at::opmath_type<scalar_t>;
-  constexpr int kWarps = kTile * kTile / 32;
-  __shared__ acc_t tile[kSpan][kSpan];
-  __shared__ acc_t warp_sums[kWarps][90];
-  const int b = blockIdx.z, h0 = blockIdx.y * kTile, w0 = blockIdx.x * kTile;
-  const int h = h0 + threadIdx.y, w = w0 + threadIdx.x;
-  const bool inside = h < H && w < W;
-  const int64_t plane = static_cast<int64_t>(H) * W;
-  const int thread = threadIdx.y * kTile + threadIdx.x, warp = thread / 32, lane = thread % 32;
-  const int64_t block = (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  for (int c = 0; c < C; ++c) {
-    stage(x + (static_cast<int64_t>(b) * C + c) * plane, H, W, h0, w0, tile);
-    __syncthreads();
-    for (int s = 0; s < 3; ++s) {
-      acc_t gxx, gyy, gxy;
-      hessian(tile, s, weight + (s * 3 * C + c) * 9, bias + s * 3 * C + c, int64_t(C) * 9, C, gxx, gyy, gxy);
-      acc_t ev[3] = {0, 0, 0};
-      if (inside) {
-        const acc_t diff = gxx - gyy, root = sqrt(diff * diff + acc_t(4) * (gxy * gxy));
-        const acc_t half = static_cast<acc_t>(grad[(static_cast<int64_t>(b) * 3 + s) * plane + h * W + w]) *
-                           acc_t(0.5) / acc_t(C);
-        const acc_t q = half / root;  // root = 0: inf or NaN, as autograd's sqrt backward
-        ev[0] = half + q * diff;
-        ev[1] = half - q * diff;
-        ev[2] = acc_t(4) * q * gxy;
-        acc_t* ep = e + ((static_cast<int64_t>(b) * C + c) * 9 + s * 3) * plane + h * W + w;
-        ep[0] = ev[0];
-        ep[plane] = ev[1];
-        ep[2 * plane] = ev[2];
-      }
-      const int d = s + 1, y = threadIdx.y + kHalo, xx = threadIdx.x + kHalo;
-      for (int j = 0; j < 3; ++j) {
-        const acc_t tot = warp_sum(ev[j]);
-        if (lane == 0) warp_sums[warp][s * 3 + j] = tot;
-#pragma unroll
-        for (int t = 0; t < 9; ++t) {
-          const acc_t part = warp_sum(ev[j] * tile[y + (t / 3 - 1) * d][xx + (t % 3 - 1) * d]);
-          if (lane == 0) warp_sums[warp][9 + (s * 3 + j) * 9 + t] = part;
-        }
-      }
-    }
-    __syncthreads();
-    if (thread < 90) {
-      acc_t tot = 0;
-      for (int i = 0; i < kWarps; ++i) tot += warp_sums[i][thread];
-      partial[(block * C + c) * 90 + thread] = tot;
-    }
-  }
-}
-
-// dx(h, w) = Σ_{s,j,t} weight[s, j, c, t] · e_sj(h − (t/3 − 1)d, w − (t%3 − 1)d).
-template <typename scalar_t>
-__global__ void input_grad_kernel(const at::opmath_type<scalar_t>* __restrict__ e, const scalar_t* __restrict__ weight,
-                                  scalar_t* __restrict__ dx, int C, int H, int W) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int bc = blockIdx.z, c = bc % C, h = blockIdx.y * kTile + threadIdx.y, w = blockIdx.x * kTile + threadIdx.x;
-  if (h >= H || w >= W) return;
-  const int64_t plane = static_cast<int64_t>(H) * W;
-  acc_t acc = 0;
-  for (int s = 0; s < 3; ++s) {
-    const int d = s + 1;
-    for (int j = 0; j < 3; ++j) {
-      const acc_t* ep = e + (static_cast<int64_t>(bc) * 9 + s * 3 + j) * plane;
-      const scalar_t* k = weight + ((s * 3 + j) * C + c) * 9;
-#pragma unroll
-      for (int t = 0; t < 9; ++t) {
-        const int hh = h - (t / 3 - 1) * d, ww = w - (t % 3 - 1) * d;
-        if (hh >= 0 && hh < H && ww >= 0 && ww < W) acc += static_cast<acc_t>(k[t]) * ep[hh * W + ww];
-      }
-    }
-  }
-  dx[static_cast<int64_t>(bc) * plane + h * W + w] = acc;
-}
-
 void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   check_feature(x, "x");
-  TORCH_CHECK_VALUE(x.is_cuda(), "x must be a CUDA tensor for the cuda implementation, got ", x.device());
+  TORCH_CHECK_VALUE(cuda::on_kernel_device(x), "x must be a CUDA tensor for the cuda implementation, got ", x.device());
   const int64_t c = x.size(1);
   check_same(weight, "weight", x, "x", {3, 3, c, 3, 3});
   check_same(bias, "bias", x, "x", {3, 3, c});
@@ -180,14 +35,13 @@ dim3 tiles(const at::Tensor& x, int64_t z) {
 
 at::Tensor mshf_cuda(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in) {
   check_args(x_in, weight_in, bias_in);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const cuda::DeviceGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), bias = bias_in.contiguous();
   at::Tensor out = at::empty({x.size(0), 3, x.size(2), x.size(3)}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mshf_cuda", [&] {
-    forward_kernel<scalar_t><<<tiles(x, x.size(0)), dim3(kTile, kTile), 0, c10::cuda::getCurrentCUDAStream()>>>(
-        x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-        x.size(1), x.size(2), x.size(3));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda::launch(forward_kernel<scalar_t>, tiles(x, x.size(0)), dim3(kTile, kTile), 0, x.data_ptr<scalar_t>(),
+                 weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), x.size(1),
+                 x.size(2), x.size(3));
   });
   return out;
 }
@@ -197,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mshf_backward_cuda(const at::Tens
                                                                   const at::Tensor& bias_in) {
   check_args(x_in, weight_in, bias_in);
   check_same(grad_in, "grad", x_in, "x", {x_in.size(0), 3, x_in.size(2), x_in.size(3)});
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const cuda::DeviceGuard guard(x_in.device());
   const at::Tensor grad = grad_in.contiguous(), x = x_in.contiguous(), weight = weight_in.contiguous(),
                    bias = bias_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -208,14 +62,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mshf_backward_cuda(const at::Tens
   at::Tensor dx = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mshf_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto stream = c10::cuda::getCurrentCUDAStream();
-    eigen_grad_kernel<scalar_t><<<grid, dim3(kTile, kTile), 0, stream>>>(
-        grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
-        e.data_ptr<acc_t>(), partial.data_ptr<acc_t>(), C, H, W);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    input_grad_kernel<scalar_t><<<tiles(x, B * C), dim3(kTile, kTile), 0, stream>>>(
-        e.data_ptr<acc_t>(), weight.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), C, H, W);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda::launch(eigen_grad_kernel<scalar_t>, grid, dim3(kTile, kTile), 0, grad.data_ptr<scalar_t>(),
+                 x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), e.data_ptr<acc_t>(),
+                 partial.data_ptr<acc_t>(), C, H, W);
+    cuda::launch(input_grad_kernel<scalar_t>, tiles(x, B * C), dim3(kTile, kTile), 0, e.data_ptr<acc_t>(),
+                 weight.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), C, H, W);
   });
   const at::Tensor sums = partial.sum(0);
   // sums (C, 90) → dbias (3 scales, 3 kinds, C) and dweight (3, 3, C, 3, 3).
@@ -228,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mshf_backward_cuda(const at::Tens
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(din_fast, CUDA, m) {
+DIN_FAST_CUDA_LIBRARY_IMPL(m) {
   m.impl("_mshf_cuda", &mshf_cuda);
   m.impl("_mshf_backward_cuda", &mshf_backward_cuda);
 }
