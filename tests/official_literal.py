@@ -1,7 +1,8 @@
 """Literal re-implementations of the authors' DIN and DeFiAN graphs, written from
 shared/reference/official-code.md for tests only: official attribute names (so ``state_dict()`` has
 the official keys), official addition orders, unfused ops. They are the independent oracle for
-``from_official`` and for the fidelity of din_fast's models.
+``from_official`` and for the fidelity of din_fast's models; ``official_case`` builds the small,
+perturbed official-format models that the checkpoint tests (from_official, spandrel) save and load.
 """
 
 import torch
@@ -194,3 +195,23 @@ class LitDeFiAN(nn.Module):
         shift = torch.tensor([2.118, 2.036, 1.804], dtype=image.dtype).view(1, 3, 1, 1)
         div = torch.tensor([4.367, 4.464, 4.444], dtype=image.dtype).view(1, 3, 1, 1)
         return (out + shift) / div
+
+
+def perturb(module):
+    """Random, non-analytic weights everywhere (the Hessian convs included)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+    return module
+
+
+def official_case(name, scale):
+    """(literal official model in float64, eval mode, perturbed; the din_fast overrides of its sizes) for
+    registry model ``name`` ("din", "din-ijcai", "defian-s", "defian-l") at ``scale``: DIN with F=8, G=4
+    (4 branches x 5 WRDBs x 3 RDBs), DeFiAN with C=16, 2 RCABs, 2 modules."""
+    if name.startswith("din"):
+        lit, overrides = LitDIN(8, 4, scale, enhanced=(name == "din")), dict(num_features=8, growth_rate=4)
+    else:
+        lit, overrides = LitDeFiAN(16, 2, 2, scale), dict(channels=16, rcabs=2, modules=2)
+    return perturb(lit).double().eval(), overrides

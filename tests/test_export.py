@@ -14,19 +14,8 @@ import din_fast
 from din_fast import create_model, list_models
 from din_fast.cli import main
 from din_fast.models.native import save_model
+from tiny_models import TINY
 
-# Every registered model, tiny, at one of its scales (the scales vary over the models).
-TINY = {
-    "din": (4, dict(num_features=8, growth_rate=4, branches=2, blocks=1, rdbs=1)),
-    "din-ijcai": (3, dict(num_features=8, growth_rate=4, branches=2, blocks=1, rdbs=1)),
-    "din-deblur": (1, dict(num_features=8, growth_rate=4, branches=2, blocks=1, rdbs=1)),
-    "din-dehaze": (1, dict(num_features=8, growth_rate=4, branches=1, blocks=1, rdbs=1)),
-    "din-derain": (1, dict(num_features=8, growth_rate=4, branches=1, blocks=1, rdbs=1)),
-    "defian-s": (2, dict(channels=16, rcabs=1, modules=1)),
-    "defian-l": (4, dict(channels=16, rcabs=1, modules=1)),
-    "cirn": (3, dict(channels=8, features=8, groups=1, reduction=4)),
-    "drfn": (4, dict(channels=16, groups=1, blocks=1)),
-}
 EXAMPLE = (1, 3, 16, 12)
 # Run sizes other than the example's: odd heights and widths, another batch, a side not divisible by 4
 # (the strided restoration models pad to a multiple of 4 and crop back).

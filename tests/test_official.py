@@ -5,35 +5,16 @@ import pytest
 import torch
 
 from din_fast import CheckpointError, from_official
-from official_literal import LitDeFiAN, LitDIN
+from official_literal import official_case
 
 
-def _perturb(module):
-    """Random, non-analytic weights everywhere (the Hessian convs included)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
-    return module
+CASES = [("din", 2), ("din", 4), ("din", 8), ("din-ijcai", 3), ("defian-s", 2), ("defian-s", 3), ("defian-l", 4)]
 
 
-def _din_case(name, scale):
-    lit = _perturb(LitDIN(8, 4, scale, enhanced=(name == "din"))).double().eval()
-    return lit, dict(num_features=8, growth_rate=4)
-
-
-def _defian_case(name, scale):
-    return _perturb(LitDeFiAN(16, 2, 2, scale)).double().eval(), dict(channels=16, rcabs=2, modules=2)
-
-
-CASES = [("din", 2, _din_case), ("din", 4, _din_case), ("din", 8, _din_case), ("din-ijcai", 3, _din_case),
-         ("defian-s", 2, _defian_case), ("defian-s", 3, _defian_case), ("defian-l", 4, _defian_case)]
-
-
-@pytest.mark.parametrize("name,scale,case", CASES)
+@pytest.mark.parametrize("name,scale", CASES)
 @pytest.mark.parametrize("wrapping", ["bare", "dataparallel-checkpoint"])
-def test_official_checkpoint_reproduces_official_outputs(name, scale, case, wrapping):
-    lit, overrides = case(name, scale)
+def test_official_checkpoint_reproduces_official_outputs(name, scale, wrapping):
+    lit, overrides = official_case(name, scale)
     state = lit.state_dict()
     if wrapping == "dataparallel-checkpoint":
         state = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}
@@ -44,7 +25,7 @@ def test_official_checkpoint_reproduces_official_outputs(name, scale, case, wrap
 
 
 def test_checkpoint_file_loads_with_weights_only(tmp_path):
-    lit, overrides = _defian_case("defian-s", 2)
+    lit, overrides = official_case("defian-s", 2)
     path = tmp_path / "DeFiAN_S_x2.pth"
     torch.save({"epoch": 1, "state_dict": lit.state_dict()}, path)
     model = from_official("defian-s", str(path), scale=2, **overrides).double().eval()
@@ -56,7 +37,7 @@ def test_checkpoint_file_loads_with_weights_only(tmp_path):
 @pytest.fixture(params=["din", "defian-s"])
 def official_state(request):
     name = request.param
-    lit, overrides = (_din_case if name.startswith("din") else _defian_case)(name, 2)
+    lit, overrides = official_case(name, 2)
     return name, dict(lit.state_dict()), overrides
 
 
@@ -84,7 +65,7 @@ def test_wrong_shape_is_named(official_state):
 
 
 def test_wrong_scale_checkpoint_is_rejected():
-    lit, overrides = _din_case("din", 2)
+    lit, overrides = official_case("din", 2)
     with pytest.raises(CheckpointError, match="missing key"):
         from_official("din", lit.state_dict(), scale=4, **overrides)
 

@@ -31,13 +31,13 @@ _AXES = {0: "batch", 2: "height", 3: "width"}
 _EXPORT_EXTRA = "pip install 'din_fast[export]' (onnx, onnxruntime, onnxscript)"
 
 
-def require(module: str, purpose: str) -> Any:
-    """Import optional dependency ``module``; ImportError saying how to install it if it is missing."""
+def require(module: str, purpose: str, install: str = _EXPORT_EXTRA) -> Any:
+    """Import optional dependency ``module``; ImportError saying how to install it (``install``) if it is
+    missing or its import fails (a RuntimeError: e.g. spandrel's torchvision built for another torch)."""
     try:
         return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(f"{purpose} needs the '{module}' package ({exc}); install it with: "
-                          f"{_EXPORT_EXTRA}") from None
+    except (ImportError, RuntimeError) as exc:
+        raise ImportError(f"{purpose} needs the '{module}' package ({exc}); install it with: {install}") from None
 
 
 def format_of(path: str, format: str | None) -> str:
