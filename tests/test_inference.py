@@ -154,7 +154,7 @@ def test_other_errors_are_not_retried(net):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(tile=8, overlap=9), r"tile \(8\) must not be smaller than the overlap \(9\)"),
+    (dict(tile=8, overlap=9), r"tile \(8\) must not be smaller than overlap \(9\)"),
     (dict(tile=0), "tile must be a positive integer"),
     (dict(overlap=-1), "overlap must be a non-negative integer"),
 ])

@@ -59,41 +59,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_batch_arguments(parser)
 
 
-def _uint8_rgb(path: Path, max_pixels: int | None) -> np.ndarray:
-    from din_fast.inference.metrics import quantize
-    from din_fast.io.images import read_image
-
-    return quantize(read_image(path, max_pixels=max_pixels).rgb)
-
-
-def _find_lr(lr_images: list[Path], hr: Path, scale: int) -> Path:
-    stems = {p.stem: p for p in lr_images}
-    for stem in (hr.stem, f"{hr.stem}x{scale}", f"{hr.stem}_x{scale}"):
-        if stem in stems:
-            return stems[stem]
-    raise FileNotFoundError(f"no LR image for {hr.name} (looked for {hr.stem}, {hr.stem}x{scale}, "
-                            f"{hr.stem}_x{scale} with an image extension)")
-
-
 def _measure(model: torch.nn.Module, path: Path, lr_images: list[Path] | None, scale: int, ssim_variant: str,
              bicubic: bool, tile: int | None, overlap: int, ensemble: bool, max_pixels: int | None) -> dict:
     """The metrics of one HR image (module doc)."""
     from din_fast.cli.upscale import run_model
     from din_fast.inference.metrics import psnr, quantize, ssim
     from din_fast.io.degrade import imresize, round_uint8
+    from din_fast.io.images import find_lr, modcrop, read_rgb8
 
-    hr = _uint8_rgb(path, max_pixels)
+    hr = read_rgb8(path, max_pixels)
     source = path
     if lr_images is not None:
-        source = _find_lr(lr_images, path, scale)
-        lr = _uint8_rgb(source, max_pixels)
+        source = find_lr(lr_images, path, scale)
+        lr = read_rgb8(source, max_pixels)
         h, w = lr.shape[0] * scale, lr.shape[1] * scale
         if hr.shape[0] < h or hr.shape[1] < w:
             raise ValueError(f"{path}: HR {hr.shape[1]}x{hr.shape[0]} is smaller than {scale} x "
                              f"its LR ({lr.shape[1]}x{lr.shape[0]})")
         hr = hr[:h, :w]
     else:
-        hr = hr[:hr.shape[0] - hr.shape[0] % scale, :hr.shape[1] - hr.shape[1] % scale]
+        hr = modcrop(hr, scale)
         if hr.size == 0:
             raise ValueError(f"{path}: smaller than the scale {scale}")
         lr = round_uint8(imresize(hr, 1 / scale))
@@ -177,16 +162,14 @@ def check_json_output(path: str) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """``din-fast eval``: load the model, measure every HR image, print the table (and write JSON)."""
     from din_fast.backends import use_backend
-    from din_fast.cli.upscale import check_tiling, select_device
+    from din_fast.cli.upscale import check_options, select_device
     from din_fast.inference.optimize import optimize
     from din_fast.io.atomic import atomic_path
     from din_fast.models.pretrained import resolve_model
 
-    check_tiling(args.tile, args.tile_overlap)
+    check_options(args)
     if args.scale < 1:
         raise ValueError(f"--scale must be a positive integer, got {args.scale}")
-    if args.max_pixels < 1:
-        raise ValueError(f"--max-pixels must be positive, got {args.max_pixels}")
     if args.json:
         check_json_output(args.json)
     device = select_device(args.device)

@@ -32,7 +32,7 @@ import torch
 from din_fast.backends import BACKENDS
 from din_fast.io.images import DEFAULT_MAX_PIXELS, FORMATS
 
-__all__ = ["Job", "add_arguments", "check_tiling", "describe_failure", "plan", "run_cli", "run_model",
+__all__ = ["Job", "add_arguments", "check_options", "describe_failure", "plan", "run_cli", "run_model",
            "select_device", "shard"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -137,16 +137,6 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-def check_tiling(tile: int | None, overlap: int) -> None:
-    """ValueError for a non-positive ``--tile``, a negative ``--tile-overlap`` or a tile smaller than it."""
-    if tile is not None and tile < 1:
-        raise ValueError(f"--tile must be a positive number of pixels, got {tile}")
-    if overlap < 0:
-        raise ValueError(f"--tile-overlap must not be negative, got {overlap}")
-    if tile is not None and tile < overlap:
-        raise ValueError(f"--tile ({tile}) must not be smaller than --tile-overlap ({overlap})")
-
-
 def _world() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -155,6 +145,16 @@ def _world() -> tuple[int, int]:
 def shard(jobs: list[Job], rank: int, world: int) -> list[Job]:
     """The jobs of ``rank``: every ``world``-th one starting at ``rank`` (disjoint, together all)."""
     return jobs[rank::world]
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """ValueError for ``--tile`` / ``--tile-overlap`` / ``--max-pixels`` values that cannot work (before
+    anything is loaded); shared by ``din-fast upscale`` and ``din-fast eval``."""
+    from din_fast.inference.tiling import check_tiling
+
+    check_tiling(args.tile, args.tile_overlap, ("--tile", "--tile-overlap"))
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be positive, got {args.max_pixels}")
 
 
 def describe_failure(exc: BaseException, path: Path) -> str:
@@ -246,9 +246,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from din_fast.inference.optimize import optimize
     from din_fast.models.pretrained import resolve_model
 
-    check_tiling(args.tile, args.tile_overlap)
-    if args.max_pixels < 1:
-        raise ValueError(f"--max-pixels must be positive, got {args.max_pixels}")
+    check_options(args)
     device = select_device(args.device)
     dtype = DTYPES[args.dtype]
     if dtype != torch.float32 and device.type != "cuda":

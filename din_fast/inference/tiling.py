@@ -37,12 +37,23 @@ from torch import nn
 
 from din_fast.models.blocks import check_image_batch
 
-__all__ = ["AutoTilingWarning", "upscale", "tile_grid"]
+__all__ = ["AutoTilingWarning", "check_tiling", "upscale", "tile_grid"]
 
 Progress = Callable[[int, int], None]
 
 # smallest core the automatic tiling tries before giving up
 _MIN_AUTO_TILE = 16
+
+
+def check_tiling(tile: int | None, overlap: int, names: tuple[str, str] = ("tile", "overlap")) -> None:
+    """ValueError unless ``tile`` is None or a positive integer, ``overlap`` a non-negative integer and
+    ``tile >= overlap``; ``names`` are what the messages call them (the command line's option names)."""
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+        raise ValueError(f"{names[0]} must be a positive integer, got {tile!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"{names[1]} must be a non-negative integer, got {overlap!r}")
+    if tile is not None and tile < overlap:
+        raise ValueError(f"{names[0]} ({tile}) must not be smaller than {names[1]} ({overlap})")
 
 
 def tile_grid(length: int, tile: int) -> list[tuple[int, int]]:
@@ -181,12 +192,7 @@ def upscale(model: nn.Module, image: torch.Tensor, tile: int | None = None, over
         raise ValueError(f"image must be a (3, H, W) or (B, 3, H, W) tensor, got {shape}")
     batch = image if image.dim() == 4 else image.unsqueeze(0)
     check_image_batch(batch)
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
-        raise ValueError(f"tile must be a positive integer or None, got {tile!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
-    if tile is not None and tile < overlap:
-        raise ValueError(f"tile ({tile}) must not be smaller than the overlap ({overlap})")
+    check_tiling(tile, overlap)
     device, dtype = _model_placement(model, batch)
     transforms = _transforms() if ensemble else [(0, False)]
     runner = _Runner(model, tile, overlap, len(transforms), progress, dtype)

@@ -38,8 +38,9 @@ from PIL import Image, UnidentifiedImageError
 
 from din_fast.io.atomic import atomic_path
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "ImageData", "ImageTooLargeError", "find_images", "format_for",
-           "read_image", "write_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "ImageData", "ImageTooLargeError", "find_images", "find_lr",
+           "format_for", "image_size", "list_images", "modcrop", "read_image", "read_rgb8", "verify_image",
+           "write_image"]
 
 #: Largest image (width x height) that ``read_image`` decodes unless told otherwise: a 40-megapixel RGB
 #: image is 480 MB as float32, and its x4 result 7.7 GB; the check reads only the file's header.
@@ -112,23 +113,54 @@ def format_for(path: str | os.PathLike) -> str | None:
     return FORMATS.get(Path(path).suffix.lower())
 
 
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside ``folder`` (by extension, ``FORMATS``; never dotfiles, which
+    include ``din_fast.io.atomic``'s temporary files), sorted by name.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist or is not a folder.
+        ValueError: it holds no image files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    images = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and format_for(p))
+    if not images:
+        raise ValueError(f"no images in folder {folder} (looked for {', '.join(sorted(FORMATS))})")
+    return images
+
+
 def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders into the image files to process: each folder's images (by extension,
-    not recursive; never dotfiles, which include ``din_fast.io.atomic``'s temporary files) in sorted
-    order, files as given. FileNotFoundError / ValueError for a missing path or a folder without images."""
+    """Expand files and folders into the image files to process: each folder's images (``list_images``),
+    files as given. FileNotFoundError / ValueError for a missing path or a folder without images."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images = sorted(p for p in item.iterdir()
-                            if not p.name.startswith(".") and p.is_file() and format_for(p))
-            if not images:
-                raise ValueError(f"no images in folder {item} (looked for {', '.join(sorted(FORMATS))})")
-            found += images
+            found += list_images(item)
         elif item.is_file():
             found.append(item)
         else:
             raise FileNotFoundError(f"input not found: {item}")
     return found
+
+
+def find_lr(lr_images: Sequence[Path], hr: Path, scale: int) -> Path:
+    """The LR image of HR image ``hr`` among ``lr_images``: the same stem, or the stem followed by
+    ``x{scale}`` (DIV2K) or ``_x{scale}``. ValueError naming what was looked for if there is none."""
+    stems = {p.stem: p for p in lr_images}
+    candidates = (hr.stem, f"{hr.stem}x{scale}", f"{hr.stem}_x{scale}")
+    for stem in candidates:
+        if stem in stems:
+            return stems[stem]
+    where = f" in {lr_images[0].parent}" if lr_images else ""
+    raise ValueError(f"no LR image for {hr.name}{where} (looked for {', '.join(candidates)} with an image "
+                     "extension)")
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop ``img`` (``HxW[xC]``) at the bottom/right to a multiple of ``scale`` in both dimensions."""
+    h, w = img.shape[0] - img.shape[0] % scale, img.shape[1] - img.shape[1] % scale
+    return img[:h, :w]
 
 
 def _png16_colour_type(im: Image.Image) -> int | None:
@@ -228,6 +260,34 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     rgb = colour.expand(3, -1, -1) if grey else colour
     alpha = pixels[-1:].contiguous() if has_alpha else None
     return ImageData(rgb.contiguous(), alpha, grey, bits, fmt, icc)
+
+
+def read_rgb8(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """``read_image(path).rgb`` as uint8 ``H x W x 3``, ``round(255 · x)``: the pixels training and
+    evaluation work on (16-bit files are rounded to 8 bits, grey is replicated, alpha is left out)."""
+    return _quantise(read_image(path, max_pixels).rgb, 8)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file in display orientation (EXIF applied), from its header only.
+    ValueError naming the file if it cannot be opened as an image."""
+    try:
+        with _pillow_size_check_off(), Image.open(path) as im:
+            width, height = im.size
+            transposed = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except Exception as exc:  # as in read_image: every decoder failure means "not an image"
+        raise ValueError(f"cannot read {path}: not a valid image ({' '.join(str(exc).split())})") from None
+    return (width, height) if transposed else (height, width)
+
+
+def verify_image(path: str | os.PathLike) -> None:
+    """Check a file's integrity without decoding its pixels (Pillow's ``verify``: PNG CRCs, structure).
+    ValueError naming the file if it is broken."""
+    try:
+        with _pillow_size_check_off(), Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # as in read_image
+        raise ValueError(f"cannot read {path}: not a valid image ({' '.join(str(exc).split())})") from None
 
 
 def _quantise(x: torch.Tensor, bits: int) -> np.ndarray:

@@ -11,7 +11,7 @@ Two sources
   *whole* image, not a patch whose borders were mirrored: the bicubic kernel at ``1/s`` reaches
   ``1.5 s + 0.5`` HR pixels, the 7×7 blur 3 more, and ``margin = 2 + ceil(3 / s)`` LR pixels covers both.
 * **HR and LR folders** (``lr_dir=...``): pairs matched by file name (the LR stem is the HR stem, or
-  the HR stem followed by ``x{scale}``, the DIV2K convention); every LR image must be exactly
+  the HR stem followed by ``x{scale}``, the DIV2K convention, or ``_x{scale}``); every LR image must be exactly
   ``HR size / scale``. With ``scale=1`` this is the paired (input, target) dataset of the restoration
   tasks (deblurring, dehazing, deraining).
 
@@ -24,8 +24,10 @@ augmentation (one of the 8 flips / 90° rotations) and the DN noise are drawn fr
 ``(seed, n)``. The data stream is therefore a pure function of ``(seed, n)``: it does not depend on the
 number of DataLoader workers, and resuming at step ``t`` only needs ``t`` (``StepSampler``).
 
-Images are decoded once at start-up and kept in memory (uint8) when their total size fits in
-``cache_bytes``; otherwise each sample decodes its file. Unreadable images are skipped with a warning
+Images are read by the image layer, as evaluation and upscaling read them (``din_fast.io.images``:
+folder listing, EXIF orientation, 16-bit files rounded to 8 bits, grey replicated, alpha left out, LR
+file matching, modcrop), decoded once at start-up and kept in memory (uint8) when their total size fits
+in ``cache_bytes``; otherwise each sample decodes its file. Unreadable images are skipped with a warning
 and counted in ``skipped``.
 """
 
@@ -39,45 +41,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from din_fast.io.degrade import bicubic_degrade, blur_degrade
+from din_fast.io.images import find_lr, image_size, list_images, modcrop, verify_image
+from din_fast.io.images import read_rgb8 as read_image
 
-__all__ = ["IMAGE_EXTENSIONS", "DEGRADATIONS", "list_images", "read_image", "modcrop", "degrade",
-           "SRDataset", "StepSampler", "augment", "to_tensor", "load_validation_pairs"]
+__all__ = ["DEGRADATIONS", "list_images", "read_image", "modcrop", "degrade", "SRDataset", "StepSampler",
+           "augment", "to_tensor", "load_validation_pairs"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 DEGRADATIONS = ("BI", "BD", "DN")
 #: Default in-memory cache budget for decoded images (uint8 bytes).
 DEFAULT_CACHE_BYTES = 8 << 30
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder`` (by extension, sorted by name).
-
-    Raises:
-        FileNotFoundError: ``folder`` does not exist or is not a directory.
-        ValueError: it holds no image files.
-    """
-    path = Path(folder)
-    if not path.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {folder}")
-    return files
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to a uint8 ``HxWx3`` RGB array (grey and RGBA are converted)."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-
-
-def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
-    """Crop ``img`` (``HxW[xC]``) at the bottom/right to a multiple of ``scale`` in both dimensions."""
-    h, w = img.shape[0] - img.shape[0] % scale, img.shape[1] - img.shape[1] % scale
-    return img[:h, :w]
 
 
 def degrade(hr: np.ndarray, scale: int, degradation: str, noise_sigma: float = 30.0,
@@ -125,24 +99,14 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def _pair_files(hr_files: list[Path], lr_files: list[Path], scale: int) -> list[tuple[Path, Path]]:
-    lr_by_stem = {p.stem: p for p in lr_files}
-    pairs = []
-    for hr in hr_files:
-        lr = lr_by_stem.get(hr.stem) or lr_by_stem.get(f"{hr.stem}x{scale}")
-        if lr is None:
-            raise ValueError(f"no LR image for {hr.name} in {lr_files[0].parent} "
-                             f"(expected {hr.stem}.* or {hr.stem}x{scale}.*)")
-        pairs.append((hr, lr))
-    return pairs
+    return [(hr, find_lr(lr_files, hr, scale)) for hr in hr_files]
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) from the file header, or None if the file cannot be opened as an image."""
+    """(H, W) in display orientation from the file header, or None if the file cannot be opened."""
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-        return h, w
-    except (OSError, ValueError, Image.DecompressionBombError):
+        return image_size(path)
+    except ValueError:
         return None
 
 
@@ -204,9 +168,8 @@ class SRDataset(torch.utils.data.Dataset):
                     arrays = (read_image(hr), None if lr is None else read_image(lr))
                 else:
                     for path in (hr, lr) if lr is not None else (hr,):
-                        with Image.open(path) as img:
-                            img.verify()
-            except (OSError, ValueError, SyntaxError) as exc:
+                        verify_image(path)
+            except (OSError, ValueError) as exc:
                 self._skip(hr if lr is None else f"{hr} / {lr}", f"failed to decode ({exc})")
                 continue
             self._check_pair(hr, lr, hr_size, lr_size)
@@ -310,7 +273,7 @@ def load_validation_pairs(hr_dir: str | os.PathLike, scale: int, lr_dir: str | o
         try:
             hr = read_image(hr_path)
             lr_arr = None if lr_path is None else read_image(lr_path)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError) as exc:
             warnings.warn(f"skipping validation image {hr_path}: {exc}", stacklevel=2)
             continue
         if lr_arr is None:
