@@ -293,9 +293,9 @@ def dense_block(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequen
         args = _autocast_args(args, x.device.type)
     _check(*args)
     x, weights, biases = args
+    impl = backends.resolve(NAME, x.device, x.dtype)
+    if impl == "reference":  # a plain graph on every route (ONNX export traces it under this backend)
+        return reference.dense_block(x, list(weights), list(biases))
     if not _eager_plain([x, *weights, *biases]):
         return _OP(x, list(weights), list(biases))[0]
-    impl = backends.resolve(NAME, x.device, x.dtype)
-    if impl == "reference":
-        return reference.dense_block(x, list(weights), list(biases))
     return _EagerDenseBlock.apply(impl, len(weights), x, *weights, *biases)
