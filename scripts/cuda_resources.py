@@ -14,8 +14,9 @@ dynamic (``extern __shared__``) size its launch requests. It exits 1 on a violat
 - registers × threads per block over the 64 Ki registers of an SM (a block that cannot be resident).
 
 Dynamic shared memory depends on the channel count C in the channels_last reductions; ``DYNAMIC_SHARED``
-restates each launch's size (the expression next to the ``<<<…>>>`` in csrc/cuda) and the check uses
-``MAX_CHANNELS``. tests/test_gpu_compile.py fails when a kernel with ``extern __shared__`` has no entry.
+restates each launch's size (the shared-bytes argument of its ``cuda::launch`` in csrc/cuda) and the check uses
+``MAX_CHANNELS``. tests/test_gpu_compile.py fails when a launch requesting dynamic shared memory has no
+entry.
 
 Usage: python scripts/cuda_resources.py [--arch 80 86 89 90] [--jobs N] [file.cu ...]
 (NVCC=/path/to/nvcc overrides the nvcc found at /usr/local/cuda/bin or on PATH.)

@@ -56,17 +56,37 @@ __global__ void sums_kernel(float* out) {
 """
 
 
-def test_extern_shared_kernels_have_a_dynamic_size():
-    """Each kernel declaring `extern __shared__` has its launch's size in DYNAMIC_SHARED (else the check
-    would take its dynamic shared memory as 0)."""
-    sources = sorted((ROOT / "csrc" / "cuda").glob("*.cu*"))
+def _launch_args(text: str, start: int) -> list[str]:
+    """Top-level comma-separated arguments of the call whose '(' is at text[start]."""
+    args, depth, cur = [], 0, ""
+    for ch in text[start + 1:]:
+        if ch in "(<[{":
+            depth += 1
+        elif ch in ")>]}":
+            if depth == 0:
+                return args + [cur.strip()]
+            depth -= 1
+        elif ch == "," and depth == 0:
+            args.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    raise ValueError("unbalanced launch call")
+
+
+def test_dynamic_shared_launches_have_a_size():
+    """Every launch in csrc/cuda that requests dynamic shared memory (4th argument of cuda::launch not 0)
+    names a kernel with its size in DYNAMIC_SHARED (else the check would count it as 0)."""
     kernels = set()
-    for src in sources:
+    for src in sorted((ROOT / "csrc" / "cuda").glob("*.cu*")):
         text = src.read_text()
-        for m in re.finditer(r"extern __shared__", text):
-            kernels.add(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)",
-                                   text[:m.start()])[-1])
-    assert kernels, "no extern __shared__ found: the parser above is out of date"
+        for m in re.finditer(r"(?<![\w:])(?:cuda::)?launch\(", text):
+            if text[max(0, m.start() - 5):m.start()] == "void ":
+                continue  # the definition in launch.cuh
+            args = _launch_args(text, m.end() - 1)
+            if args[3] != "0":
+                kernels.add(args[0].split("<", 1)[0])
+    assert kernels, "no launch with dynamic shared memory found: the parser above is out of date"
     assert kernels <= set(cuda_resources.DYNAMIC_SHARED), kernels - set(cuda_resources.DYNAMIC_SHARED)
 
 
