@@ -131,23 +131,39 @@ _PTXAS_USED = re.compile(r"Used (\d+) registers")
 _PTXAS_FRAME = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
-def compile_launch(entry: dict, arch: int) -> Row:
-    """Compiles one recorded launch for sm_<arch> and reads its resource use."""
-    import triton
+def bind(entry: dict, arch: int) -> tuple:
+    """Triton's own specialisation of one recorded launch for sm_<arch>: (fn, signature, constexprs,
+    attrs, options), as JITFunction.run computes it on a GPU."""
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource, make_backend
+    from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
 
     fn = getattr(importlib.import_module(entry["module"]), entry["name"])
     args = [_decode(a) for a in entry["args"]]
     kwargs = {k: _decode(v) for k, v in entry["kwargs"].items()}
-    target = GPUTarget("cuda", arch, 32)
-    backend = make_backend(target)
+    backend = make_backend(GPUTarget("cuda", arch, 32))
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, specialization, options = binder(*args, **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    return fn, signature, constexprs, attrs, options
+
+
+def specialisation_key(entry: dict) -> str:
+    """Launches with equal keys compile to the same binary (integer values only matter through it)."""
+    fn, signature, constexprs, attrs, options = bind(entry, ARCHS[0])
+    return repr((entry["module"], entry["name"], signature, sorted(constexprs.items(), key=repr),
+                 sorted(attrs.items()), options.num_warps, options.num_stages))
+
+
+def compile_launch(entry: dict, arch: int) -> Row:
+    """Compiles one recorded launch for sm_<arch> and reads its resource use."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn, signature, constexprs, attrs, options = bind(entry, arch)
     source = ASTSource(fn, signature, constexprs, attrs)
-    kernel = triton.compile(source, target=target, options=options.__dict__)
+    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options.__dict__)
     ptxas, gpu = _ptxas(arch)
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "k.ptx"
@@ -211,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp) / "launches.json"
         subprocess.run([sys.executable, __file__, "--capture", str(out), "--models", *args.models],
                        env={**os.environ, "TRITON_INTERPRET": "1"}, check=True)
-        launches = json.loads(out.read_text())
+        recorded = json.loads(out.read_text())
+    launches = list({specialisation_key(e): e for e in recorded}.values())
     jobs = [(entry, arch) for entry in launches for arch in args.arch]
     with concurrent.futures.ProcessPoolExecutor(max(1, args.jobs)) as pool:
         rows = list(pool.map(_compile_job, jobs))
