@@ -85,7 +85,7 @@ def _extensions() -> tuple[list, dict]:
 
         def run(self) -> None:
             super().run()
-            target = Path(self.get_ext_fullpath("din_fast._C")).with_name(build.BUILD_INFO_NAME)
+            target = build.build_info_path(Path(self.get_ext_fullpath("din_fast._C")))
             target.write_text(json.dumps(build.build_info(torch, use_cuda, omp_note)))
 
     print(f"din_fast: building din_fast._C ({'CPU + CUDA' if use_cuda else 'CPU'} kernels, {omp_note})")

@@ -136,8 +136,10 @@ def cuda_arch_list(gpu_visible: bool) -> str | None:
     return DEFAULT_CUDA_ARCH_LIST
 
 
-# Written next to a built _C (setup.py) and in each first-use build's folder: what it was built for.
-BUILD_INFO_NAME = "_C.build.json"
+def build_info_path(library: Path) -> Path:
+    """Where what a built _C library was built for is written: next to it, named after it (one source
+    folder may hold libraries for several Pythons)."""
+    return library.with_name(library.name + ".build.json")
 
 
 def build_info(torch_module: object, with_cuda: bool, openmp: str) -> dict:

@@ -87,9 +87,9 @@ def cache_dir() -> Path:
     return Path(root) / "kernels" / tag
 
 
-def _read_build_info(folder: Path) -> dict | None:
+def _read_build_info(library: Path) -> dict | None:
     try:
-        return json.loads((folder / _build.BUILD_INFO_NAME).read_text())
+        return json.loads(_build.build_info_path(library).read_text())
     except (OSError, ValueError):
         return None
 
@@ -115,16 +115,23 @@ def _mismatch(built: dict) -> str:
             "(torch was upgraded or changed after din_fast was installed)")
 
 
+def _installed_library() -> Path | None:
+    """The setup.py-built din_fast._C library for this Python, if there is one."""
+    spec = importlib.util.find_spec("din_fast._C")
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
 def _load_installed() -> str | None:
     """Load the setup.py-built din_fast._C; None on success, else why not."""
-    built = _read_build_info(_PACKAGE)
+    library = _installed_library()
+    if library is None:
+        return "din_fast._C is not built (the install compiled no kernels: e.g. an isolated build without torch)"
+    built = _read_build_info(library)
     if built is not None and built.get("torch") != torch.__version__:
         return _mismatch(built)  # loading a library built against another torch can crash; don't try
     try:
         from din_fast import _C as module  # import runs the static kernel registrations
     except ImportError as exc:
-        if importlib.util.find_spec("din_fast._C") is None:
-            return "din_fast._C is not built (the install compiled no kernels: e.g. an isolated build without torch)"
         # The library is there but does not load: built against another torch (undefined symbol).
         was = f"built for torch {built['torch']}, " if built else ""
         return (f"din_fast._C exists but does not load ({was}running torch {torch.__version__}: "
@@ -136,8 +143,8 @@ def _load_installed() -> str | None:
 def _load_cached() -> bool:
     """Load the first-use build from the cache if it was built from the current sources."""
     csrc, folder = _csrc(), cache_dir()
-    built = _read_build_info(folder)
     library = folder / ("_C.pyd" if sys.platform == "win32" else "_C.so")
+    built = _read_build_info(library)
     if csrc is None or built is None or not library.is_file():
         return False
     if built.get("torch") != torch.__version__ or built.get("sources") != _sources_digest(csrc):
@@ -234,7 +241,7 @@ def _build_and_load() -> None:
                   extra_cuda_cflags=_build.NVCC_FLAGS + ["-DDIN_FAST_WITH_CUDA"], extra_ldflags=omp_lflags,
                   build_directory=str(folder), with_cuda=bool(cuda), verbose=False)
     info = _build.build_info(torch, bool(cuda), omp_note) | {"sources": _sources_digest(csrc)}
-    (folder / _build.BUILD_INFO_NAME).write_text(json.dumps(info))
+    _build.build_info_path(Path(module.__file__)).write_text(json.dumps(info))
     sys.modules["din_fast._C"] = module
     _accept(module, getattr(module, "__file__", None))
     print(f"din_fast: built in {time.monotonic() - start:.0f} s; later processes load it at import",
@@ -313,7 +320,7 @@ def build_info() -> dict:
     """What was built: the extension's path or load error, the torch it was built for and the instruction
     set of its CPU kernels ("avx512", "avx2" or "baseline"; None without the extension). Which
     implementations each op has is ``din_fast.backends.implementations`` (``din-fast info`` shows both)."""
-    built = _read_build_info(Path(_PATH).parent) if _PATH else None
+    built = _read_build_info(Path(_PATH)) if _PATH else None
     return {
         "extension_loaded": _LOADED,
         "extension_path": _PATH,

@@ -132,8 +132,9 @@ def test_with_the_build_on_import_stays_quiet_and_info_does_not_build(tmp_path):
 
 
 def test_an_extension_built_for_another_torch_is_not_loaded_and_says_both_versions(tmp_path, monkeypatch):
-    (tmp_path / _build.BUILD_INFO_NAME).write_text(json.dumps({"torch": "2.0.0"}))
-    monkeypatch.setattr(_extension, "_PACKAGE", tmp_path)
+    library = tmp_path / "_C.so"
+    _build.build_info_path(library).write_text(json.dumps({"torch": "2.0.0"}))
+    monkeypatch.setattr(_extension, "_installed_library", lambda: library)
     why = _extension._load_installed()
     assert why is not None
     assert f"built for torch 2.0.0 but torch {torch.__version__} is running" in why
