@@ -62,7 +62,7 @@ aarch64() {
 # fresh_venv DIR PYTHON TORCH_REQUIREMENT: a venv with that torch and what din_fast and the tests need
 fresh_venv() {
     "$2" -m venv "$1"
-    "$1/bin/python" -m pip install -q "$3" numpy pillow safetensors tqdm pyyaml matplotlib ninja pytest hypothesis
+    "$1/bin/python" -m pip install -q "$3" "setuptools>=77" wheel numpy pillow safetensors tqdm pyyaml matplotlib ninja pytest hypothesis
 }
 
 # wheel_and_test VENV [--cuda]: build the wheel from the sdist there, install it, check and test it
@@ -70,7 +70,7 @@ wheel_and_test() {
     local venv=$1 python=$1/bin/python
     shift
     MAX_JOBS=2 "$python" -m pip wheel -q --no-build-isolation --no-deps "$WORK"/dist/din_fast-*.tar.gz -w "$venv/wheel"
-    unzip -l "$venv"/wheel/din_fast-*.whl | grep -q 'din_fast/_C\..*so' || { echo "FAIL: the wheel has no din_fast/_C"; return 1; }
+    "$python" -m zipfile -l "$venv"/wheel/din_fast-*.whl | grep -q 'din_fast/_C\..*so' || { echo "FAIL: the wheel has no din_fast/_C"; return 1; }
     "$python" -m pip install -q --no-deps "$venv"/wheel/din_fast-*.whl
     # From outside the source tree, so the installed package is the one imported.
     (cd "$WORK" && DIN_FAST_JIT=0 "$python" "$ROOT/.ci/check_kernels.py" "$@")

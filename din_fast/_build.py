@@ -29,10 +29,12 @@ DEFAULT_CUDA_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
 # Where NVIDIA's installers put the toolkit (a link to the versioned folder).
 DEFAULT_CUDA_ROOT = "/usr/local/cuda"
 
+# -std=c++20: the sources use C++20 (std::bit_cast, ...); torch before 2.13 passes -std=c++17 unless a
+# -std flag is given.
 # -g0: Python's CFLAGS carry -g, which makes the .so 50x larger for no benefit.
 # -fno-math-errno: lets `#pragma omp simd` loops vectorise sqrt (the kernels never read errno).
-BASE_CXX_FLAGS = ["-O3", "-g0", "-fno-math-errno"]
-NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
+BASE_CXX_FLAGS = ["-std=c++20", "-O3", "-g0", "-fno-math-errno"]
+NVCC_FLAGS = ["-std=c++20", "-O3", "--expt-relaxed-constexpr"]
 
 _OPENMP_PROBE = """
 #include <omp.h>
