@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=$(mktemp -d)
+# The op and model tests, without those of the Triton interpreter: they depend on the triton version the
+# torch pins (3.6.0 for torch 2.11 fails one), not on the C++ build; the main suite runs them.
 TESTS="tests/test_backends.py tests/test_models.py"
 
 step() {  # step NAME COMMAND...: run, then print its wall time
@@ -78,7 +80,7 @@ wheel_and_test() {
     # The tests import the installed din_fast too (rootdir's din_fast/ is shadowed by pytest's rootdir
     # insertion only for conftest; PYTHONSAFEPATH keeps the source folder off sys.path).
     # shellcheck disable=SC2086
-    (cd "$ROOT" && DIN_FAST_JIT=0 PYTHONSAFEPATH=1 "$python" -m pytest -q -x -p no:cacheprovider $TESTS)
+    (cd "$ROOT" && DIN_FAST_JIT=0 PYTHONSAFEPATH=1 "$python" -m pytest -q -x -p no:cacheprovider -k "not triton" $TESTS)
 }
 
 oldest() {
