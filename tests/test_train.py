@@ -250,8 +250,9 @@ def test_a_fresh_process_loads_the_extension_too():
     (they link against libtorch, which only importing torch first makes available)."""
     if not din_fast._extension.has_ops():
         pytest.skip("din_fast._C is not built in this install")
-    run = subprocess.run([sys.executable, "-c", "import din_fast, sys; sys.exit(0 if din_fast._extension.has_ops() "
-                          "else din_fast._extension.load_error())"], env=subprocess_env(), capture_output=True,
+    # `import din_fast` is lazy (no torch); the models import din_fast.ops, which loads the kernels.
+    run = subprocess.run([sys.executable, "-c", "import sys, din_fast; din_fast.DIN; from din_fast import _extension as e; "
+                          "sys.exit(0 if e.has_ops() else e.load_error())"], env=subprocess_env(), capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
 
