@@ -115,6 +115,11 @@ def rebuild(args, tensors):
     return out
 
 
+def cast(args, dtype):
+    """A copy of ``args`` with every tensor converted to ``dtype``."""
+    return rebuild(args, [t.to(dtype) for t in flat(args)])
+
+
 def requiring_grad(args):
     """A copy of ``args`` whose tensors are leaves that require grad."""
     return rebuild(args, [t.detach().clone().requires_grad_(True) for t in flat(args)])

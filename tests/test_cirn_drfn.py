@@ -84,7 +84,7 @@ def test_bad_arguments():
 def test_isab_is_two_shared_criss_cross_stages():
     """ISAB(X, Y) = X2 with X_{s+1} = X_s + γ · cca(q(G(X_s)), k(G(X_s)), v(Y)); written out here with
     the dense-mask attention of the op tests, and checked on a non-square map."""
-    from test_ops_reference import criss_cross_attention_independent as cca
+    from test_every_op import criss_cross_attention_independent as cca
 
     torch.manual_seed(0)
     isab = ISAB(8, 4).double()

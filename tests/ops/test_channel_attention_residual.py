@@ -8,8 +8,8 @@ import torch
 
 import din_fast
 from din_fast import ops
-from impl_checks import (IMPLS, assert_close_to, check_backward, check_forward, gradcheck, relayouts, run,
-                         skip_unless_runs)
+from impl_checks import (IMPLS, ROUTES, assert_close_to, check_backward, check_bad_arguments, check_forward,
+                         check_forward_and_backward, gradcheck, opcheck, relayouts, run, skip_unless_runs)
 from op_inputs import GRAD_SHAPES, channel_attention_residual_args, requiring_grad
 
 OP = "channel_attention_residual"
@@ -20,19 +20,10 @@ SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=3, c=32, h=9, w=4, reduction=16),
 TRITON_SHAPES = [dict(b=2, c=6, h=5, w=3, reduction=3)]
 
 
-def _shapes(impl):
-    return TRITON_SHAPES if impl == "triton" else SHAPES
-
-
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_and_backward_match_reference(impl, dtype):
-    skip_unless_runs(OP, impl, dtype)
-    g = torch.Generator().manual_seed(1)
-    for shape in _shapes(impl):
-        args = channel_attention_residual_args(generator=g, **shape)
-        check_forward(OP, impl, args, dtype)
-        check_backward(OP, impl, args, dtype, g)
+    check_forward_and_backward(OP, impl, dtype, TRITON_SHAPES if impl == "triton" else SHAPES, seed=1)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -77,9 +68,7 @@ def test_gradcheck(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_opcheck(impl):
     skip_unless_runs(OP, impl, torch.float64)
-    with din_fast.use_backend(impl):
-        torch.library.opcheck(torch.ops.din_fast.channel_attention_residual.default,
-                              requiring_grad(channel_attention_residual_args(**GRAD_SHAPES[OP])))
+    opcheck(OP, impl, requiring_grad(channel_attention_residual_args(**GRAD_SHAPES[OP])))
 
 
 def test_private_cpp_kernels_check_their_arguments():
@@ -99,3 +88,21 @@ def test_private_cpp_kernels_check_their_arguments():
         fwd(u[:0], t[:0], w1, b1, w2, b2)
     with pytest.raises(ValueError, match="grad must have shape"):
         bwd(u[:1], u, t, w1, b1, w2, b2)
+
+
+BAD_ARGUMENTS = [
+    (lambda a: [a[0], a[1][:, :, :3]] + a[2:], "t must have shape"),
+    (lambda a: [a[0], a[1].float()] + a[2:], "t has dtype"),
+    (lambda a: a[:2] + [a[2][:, :8]] + a[3:], r"w1 must have shape \(2, 16"),
+    (lambda a: a[:4] + [a[4][:, :1]] + a[5:], r"w2 must have shape \(16, 2, 1, 1\)"),
+    (lambda a: a[:5] + [a[5][:3]], "b2 must have shape"),
+    (lambda a: [a[0][:, :, :0], a[1][:, :, :0]] + a[2:], "u must not be empty"),
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+@pytest.mark.parametrize("mutate,message", BAD_ARGUMENTS)
+def test_bad_arguments(route, backend, mutate, message):
+    """Rejected by the public op, on every route and backend, with a ValueError naming the argument."""
+    check_bad_arguments(OP, route, backend, mutate, message)

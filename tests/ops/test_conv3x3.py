@@ -10,7 +10,8 @@ import din_fast
 from din_fast import ops
 from din_fast.models.blocks import Conv3x3
 from din_fast.ops.conv3x3 import winograd_tiles
-from impl_checks import assert_close_to, check_backward, check_forward, gradcheck, relayouts, run, skip_unless_runs
+from impl_checks import (assert_close_to, check_backward, check_forward, check_forward_and_backward,
+                         gradcheck, opcheck, relayouts, run, skip_unless_runs)
 from op_inputs import GRAD_SHAPES, conv3x3_args, requiring_grad
 
 # Odd sizes (partial 4x4 tiles on both axes), B > 1, one row / one column images, a tile-aligned size.
@@ -23,12 +24,7 @@ SHAPES = [dict(b=2, cin=5, cout=7, h=9, w=13), dict(b=3, cin=33, cout=16, h=19, 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_and_backward_match_reference(dtype):
-    skip_unless_runs("conv3x3", "cpp", dtype)
-    g = torch.Generator().manual_seed(3)
-    for shape in SHAPES:
-        args = conv3x3_args(generator=g, **shape)
-        check_forward("conv3x3", "cpp", args, dtype)
-        check_backward("conv3x3", "cpp", args, dtype, g)
+    check_forward_and_backward("conv3x3", "cpp", dtype, SHAPES, seed=3)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4])
@@ -99,9 +95,7 @@ def test_gradcheck():
 
 def test_opcheck():
     skip_unless_runs("conv3x3", "cpp", torch.float64)
-    args = requiring_grad(conv3x3_args(**GRAD_SHAPES["conv3x3"]))
-    with din_fast.use_backend("cpp"):
-        torch.library.opcheck(torch.ops.din_fast.conv3x3.default, args)
+    opcheck("conv3x3", "cpp", requiring_grad(conv3x3_args(**GRAD_SHAPES["conv3x3"])))
 
 
 @pytest.mark.parametrize("strip_rows", [None, "1"])

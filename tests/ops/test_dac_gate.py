@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-import din_fast
 from din_fast import ops
-from impl_checks import (IMPLS, assert_close_to, check_backward, check_forward, gradcheck, relayouts, run,
-                         skip_unless_runs)
+from impl_checks import (IMPLS, ROUTES, assert_close_to, check_backward, check_bad_arguments, check_forward,
+                         gradcheck, opcheck, relayouts, run, skip_unless_runs)
 from op_inputs import GRAD_SHAPES, dac_gate_args, requiring_grad
+
+OP = "dac_gate"
 
 # Odd sizes, B > 1, C = 16 and 33 (hidden widths 1 and 2); 1×2 is the smallest image with a variance;
 # 70×65 spans two backward chunks of pixels.
@@ -16,16 +17,12 @@ SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=3, c=33, h=9, w=4), dict(b=2, c=16, 
 TRITON_SHAPES = [dict(b=2, c=16, h=5, w=7)]
 
 
-def _shapes(impl):
-    return TRITON_SHAPES if impl == "triton" else SHAPES
-
-
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_and_backward_match_reference(impl, dtype):
     skip_unless_runs("dac_gate", impl, dtype)
     g = torch.Generator().manual_seed(2)
-    for shape in _shapes(impl):
+    for shape in TRITON_SHAPES if impl == "triton" else SHAPES:
         args = dac_gate_args(generator=g, **shape)
         args[3:] = [w * 3 for w in args[3:]]  # larger FC weights: some ReLUs open, some closed
         check_forward("dac_gate", impl, args, dtype)
@@ -64,9 +61,7 @@ def test_gradcheck(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_opcheck(impl):
     skip_unless_runs("dac_gate", impl, torch.float64)
-    with din_fast.use_backend(impl):
-        torch.library.opcheck(torch.ops.din_fast.dac_gate.default,
-                              requiring_grad(dac_gate_args(**GRAD_SHAPES["dac_gate"])))
+    opcheck("dac_gate", impl, requiring_grad(dac_gate_args(**GRAD_SHAPES["dac_gate"])))
 
 
 @pytest.mark.parametrize("impl", ["cpp"])
@@ -92,3 +87,19 @@ def test_private_kernels_check_their_arguments(impl):
         fwd(x[:0], r[:0], v[:0], *w)
     with pytest.raises(ValueError, match="grad must have shape"):
         bwd(x[:1], x, r, v, *w)
+
+
+BAD_ARGUMENTS = [
+    (lambda a: [a[0], a[1], a[2].expand(-1, 16, -1, -1)] + a[3:], "v must have shape"),
+    (lambda a: [a[0][:, :, :1, :1], a[1][:, :, :1, :1], a[2][:, :, :1, :1]] + a[3:], "H\\*W > 1"),
+    (lambda a: [a[0], a[1][:1]] + a[2:], "r must have shape"),
+    (lambda a: a[:6] + [a[6][:, :, :, :0]], "w_std2 must have shape"),
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+@pytest.mark.parametrize("mutate,message", BAD_ARGUMENTS)
+def test_bad_arguments(route, backend, mutate, message):
+    """Rejected by the public op, on every route and backend, with a ValueError naming the argument."""
+    check_bad_arguments(OP, route, backend, mutate, message)

@@ -9,7 +9,7 @@ import din_fast
 from din_fast import backends, ops
 from din_fast.models.din import RDB
 from impl_checks import FORWARD_EPS, GRAD_EPS, assert_close_to, skip_unless_runs
-from op_inputs import dense_block_args, flat, rebuild, requiring_grad
+from op_inputs import cast, dense_block_args, flat, rebuild, requiring_grad
 
 #: (implementation, the backend that selects it on CPU).
 ROUTES = [("reference", "reference"), ("cpp", "cpp")]
@@ -38,7 +38,7 @@ def test_forward_and_gradients_match_the_official_graph(impl, dtype, entry, shap
     expected = _official(*args64)
     grad = torch.randn_like(expected)
     expected_grads = torch.autograd.grad(expected, flat(args64), grad)
-    args = requiring_grad(rebuild(args64, [t.to(dtype) for t in flat(args64)]))
+    args = requiring_grad(cast(args64, dtype))
     with din_fast.use_backend(impl):
         got = ops.dense_block(*args) if entry == "wrapper" else torch.ops.din_fast.dense_block(*args)[0]
         grads = torch.autograd.grad(got, flat(args), grad.to(dtype))
@@ -102,7 +102,7 @@ def test_backend_routes():
 
 def test_autocast_runs_in_the_autocast_dtype():
     args32 = rebuild(dense_block_args(), [t.float() for t in flat(dense_block_args())])
-    ref = ops.reference.dense_block(*rebuild(args32, [t.bfloat16() for t in flat(args32)])).float()
+    ref = ops.reference.dense_block(*cast(args32, torch.bfloat16)).float()
     for fn in (ops.dense_block, lambda *a: torch.ops.din_fast.dense_block(*a)[0]):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fn(*args32)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import din_fast
-from din_fast import backends
 from din_fast.ops import reference
-from op_inputs import dilated_encdec_args, flat, rebuild, requiring_grad
+from impl_checks import ROUTES, check_bad_arguments, impl_params, opcheck, relayout, runs_here
+from op_inputs import cast, dilated_encdec_args, flat, rebuild, requiring_grad
 
 OP = "dilated_encdec"
 
@@ -17,15 +17,12 @@ OP = "dilated_encdec"
 GPU = torch.cuda.is_available()
 TRITON_DEVICE = "cuda" if GPU else "cpu"
 
-
-def _available(impl, device="cpu"):
-    return backends.unavailable_reason(OP, impl, device, torch.float32) is None
+IMPLS = impl_params(OP, "cpp")
 
 
-IMPLS = [pytest.param("cpp", marks=pytest.mark.skipif(not _available("cpp"), reason="C++ kernels not built"))]
 def NEEDS_TRITON(test):
     """Marks a Triton test, skipped where Triton cannot run."""
-    skip = pytest.mark.skipif(not _available("triton", TRITON_DEVICE), reason="Triton cannot run here")
+    skip = pytest.mark.skipif(not runs_here(OP, "triton", TRITON_DEVICE), reason="Triton cannot run here")
     return pytest.mark.triton(skip(test))
 
 # Each output is a chain of seven sums of up to 216 products: a few hundred roundings of the
@@ -38,10 +35,6 @@ TOL = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 2 * 2**-10, tor
 SHAPES = [(1, 5, 7), (2, 13, 37), (3, 17, 6), (1, 30, 53)]
 
 
-def _cast(args, dtype):
-    return rebuild(args, [t.to(dtype) for t in flat(args)])
-
-
 def _reference_grads(args, grad):
     ra = requiring_grad(args)
     return torch.autograd.grad(reference.dilated_encdec(*ra), flat(ra), grad)
@@ -50,18 +43,18 @@ def _reference_grads(args, grad):
 def _check_against_reference(impl, args, dtype, seed=0, device="cpu"):
     """Forward and all 15 gradients of ``impl`` in ``dtype`` on ``device`` against the float64 reference
     (on the inputs rounded to ``dtype``)."""
-    cast = rebuild(args, [t.to(device, dtype) for t in flat(args)])
-    args = _cast(rebuild(args, [t.to(dtype) for t in flat(args)]), torch.float64)
+    on_device = rebuild(args, [t.to(device, dtype) for t in flat(args)])
+    args = cast(cast(args, dtype), torch.float64)
     expected = reference.dilated_encdec(*args)
     grad = torch.randn(expected.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     grad = grad.to(dtype).double()
     expected_grads = _reference_grads(args, grad)
     fwd = din_fast.ops._library.OPS[OP].implementation(impl, backward=False)
     bwd = din_fast.ops._library.OPS[OP].implementation(impl, backward=True)
-    got = fwd(*cast)
+    got = fwd(*on_device)
     assert got.dtype == dtype and got.shape == expected.shape and got.device.type == device
     torch.testing.assert_close(got.cpu().double(), expected, rtol=TOL[dtype], atol=TOL[dtype])
-    dh, dws, dbs = bwd(grad.to(device, dtype), *cast)
+    dh, dws, dbs = bwd(grad.to(device, dtype), *on_device)
     for name, g, e in zip(["dh"] + [f"dweights[{i}]" for i in range(7)] + [f"dbiases[{i}]" for i in range(7)],
                           [dh, *dws, *dbs], expected_grads):
         assert g.dtype == dtype and g.shape == e.shape, name
@@ -111,14 +104,13 @@ def test_layouts(impl):
     h, weights, biases = dilated_encdec_args(b=2, h=11, w=9, generator=g)
     expected = reference.dilated_encdec(h, weights, biases)
     strided_weights = [w.transpose(0, 1).contiguous().transpose(0, 1) for w in weights]
-    for moved in (h.contiguous(memory_format=torch.channels_last),
-                  h.transpose(2, 3).contiguous().transpose(2, 3),
+    for moved in (relayout(h, "channels_last"), relayout(h, "non_contiguous"),
                   torch.stack([h, -h], 2)[:, :, 0]):
         with din_fast.use_backend(impl):
             got = din_fast.ops.dilated_encdec(moved, strided_weights, biases)
         torch.testing.assert_close(got, expected, rtol=TOL[torch.float64], atol=TOL[torch.float64])
     with din_fast.use_backend(impl):
-        got = din_fast.ops.dilated_encdec(h.contiguous(memory_format=torch.channels_last), weights, biases)
+        got = din_fast.ops.dilated_encdec(relayout(h, "channels_last"), weights, biases)
     assert got.shape == (2, 1, 11, 9)
 
 
@@ -135,9 +127,7 @@ def test_gradcheck(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_opcheck(impl):
-    args = requiring_grad(dilated_encdec_args(b=2, h=6, w=7))
-    with din_fast.use_backend(impl):
-        torch.library.opcheck(torch.ops.din_fast.dilated_encdec.default, args)
+    opcheck(OP, impl, requiring_grad(dilated_encdec_args(b=2, h=6, w=7)))
 
 
 BAD = [
@@ -154,7 +144,7 @@ BAD = [
 ]
 
 
-@pytest.mark.skipif(not _available("cpp"), reason="C++ kernels not built")
+@pytest.mark.skipif(not runs_here(OP, "cpp"), reason="C++ kernels not built")
 @pytest.mark.parametrize("mutate,message", BAD)
 def test_cpp_kernel_rejects_bad_input(mutate, message):
     """The C++ kernels check their arguments themselves (they are reachable without the Python checks)."""
@@ -167,7 +157,7 @@ def test_cpp_kernel_rejects_bad_input(mutate, message):
         torch.ops.din_fast._dilated_encdec_backward_cpp(grad, *args)
 
 
-@pytest.mark.skipif(not _available("cpp"), reason="C++ kernels not built")
+@pytest.mark.skipif(not runs_here(OP, "cpp"), reason="C++ kernels not built")
 def test_cpp_backward_rejects_bad_grad():
     args = dilated_encdec_args(b=2, h=5, w=7)
     with pytest.raises(ValueError, match="grad must have shape"):
@@ -183,6 +173,19 @@ def test_device_mismatch_is_reported(impl):
     message = r"weights\[6\] is on meta but h is on cpu"
     with din_fast.use_backend(impl), pytest.raises(ValueError, match=message):
         din_fast.ops.dilated_encdec(h, weights, biases)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+@pytest.mark.parametrize("mutate,message", [
+    (lambda a: [a[0][:, :2], a[1], a[2]], "h must have 3 channels"),
+    (lambda a: [a[0], a[1][:6], a[2]], "weights must be a list of 7"),
+    (lambda a: [a[0], a[1][:3] + [a[1][3].transpose(0, 1)] + a[1][4:], a[2]],
+     r"weights\[3\] must have shape \(24, 12, 3, 3\)"),
+])
+def test_bad_arguments(route, backend, mutate, message):
+    """Rejected by the public op, on every route and backend, with a ValueError naming the argument."""
+    check_bad_arguments(OP, route, backend, mutate, message)
 
 
 # -- Triton ------------------------------------------------------------------------------------------

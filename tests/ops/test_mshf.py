@@ -11,9 +11,11 @@ import torch
 import din_fast
 from din_fast import ops
 from din_fast.models.defian import MSHF
-from impl_checks import (IMPLS, assert_close_to, check_backward, check_forward, gradcheck, relayouts, run,
-                         skip_unless_runs)
+from impl_checks import (IMPLS, ROUTES, assert_close_to, check_bad_arguments, check_forward,
+                         check_forward_and_backward, gradcheck, opcheck, relayouts, run, skip_unless_runs)
 from op_inputs import GRAD_SHAPES, mshf_args, requiring_grad
+
+OP = "mshf"
 
 # The Triton interpreter runs each program in Python (about a second per call here): its checks use
 # tiny shapes and fewer cases; on a GPU they run everything.
@@ -27,19 +29,10 @@ SHAPES = [dict(b=2, c=16, h=5, w=7), dict(b=2, c=33, h=19, w=11), dict(b=1, c=16
 TRITON_SHAPES = [dict(b=2, c=3, h=5, w=7)]
 
 
-def _shapes(impl):
-    return TRITON_SHAPES if impl == "triton" else SHAPES
-
-
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_and_backward_match_reference(impl, dtype):
-    skip_unless_runs("mshf", impl, dtype)
-    g = torch.Generator().manual_seed(1)
-    for shape in _shapes(impl):
-        args = mshf_args(generator=g, **shape)
-        check_forward("mshf", impl, args, dtype)
-        check_backward("mshf", impl, args, dtype, g)
+    check_forward_and_backward("mshf", impl, dtype, TRITON_SHAPES if impl == "triton" else SHAPES, seed=1)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -82,9 +75,7 @@ def test_gradcheck(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_opcheck(impl):
     skip_unless_runs("mshf", impl, torch.float64)
-    args = requiring_grad(mshf_args(**GRAD_SHAPES["mshf"]))
-    with din_fast.use_backend(impl):
-        torch.library.opcheck(torch.ops.din_fast.mshf.default, args)
+    opcheck("mshf", impl, requiring_grad(mshf_args(**GRAD_SHAPES["mshf"])))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -113,6 +104,24 @@ def test_constant_input_follows_autograd_of_reference(impl, dtype, zero_bias):
         assert torch.equal(torch.isnan(got), torch.isnan(expected))
         assert_close_to(got, expected.double(), dtype, 512)
     assert torch.isnan(results[0][1]).any() == zero_bias
+
+
+def test_mshf_constant_input_gradient_follows_autograd_of_official_formula():
+    """Constant input, analytic kernels, zero biases: the sqrt argument is 0 inside the image, where
+    autograd of the official formula gives NaN (the forward stays finite). With the random biases
+    of a real module the argument is positive and the gradient finite."""
+    m = MSHF(4).double()
+    with torch.no_grad():
+        m.bias.zero_()
+    x = torch.full((1, 4, 9, 9), 0.5, dtype=torch.float64, requires_grad=True)
+    y = ops.reference.mshf(x, m.weight, m.bias)
+    y.sum().backward()
+    assert torch.isfinite(y).all()
+    assert torch.isnan(x.grad[..., 4, 4]).all()
+    m = MSHF(4).double()
+    x.grad = None
+    ops.reference.mshf(x, m.weight, m.bias).sum().backward()
+    assert torch.isfinite(x.grad).all()
 
 
 @pytest.mark.parametrize("impl", ["cpp"])
@@ -156,3 +165,18 @@ def test_narrower_instruction_sets_match_reference(isa):
     env = dict(os.environ, DIN_FAST_CPU_ISA=isa)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+BAD_ARGUMENTS = [
+    (lambda a: [a[0], a[1][:2], a[2]], "weight must have shape"),
+    (lambda a: [a[0], a[1], a[2].float()], "bias has dtype"),
+    (lambda a: [a[0][:, :, :0], a[1], a[2]], "x must not be empty"),
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+@pytest.mark.parametrize("mutate,message", BAD_ARGUMENTS)
+def test_bad_arguments(route, backend, mutate, message):
+    """Rejected by the public op, on every route and backend, with a ValueError naming the argument."""
+    check_bad_arguments(OP, route, backend, mutate, message)

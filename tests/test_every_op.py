@@ -1,5 +1,10 @@
-"""The eager references against independent formulations, and the op machinery (routing, autograd,
-fake kernels) through the reference implementation, in float64."""
+"""Tables over every op of tests/op_inputs.ARGS (tests/ops/ has one file per op; what is here runs the same
+check on each op, so an op added to ARGS is covered without further ado): the eager references against
+independent formulations; the op machinery (routing, autograd, fake kernels) through the reference
+implementation, in float64; the kernels that check their own arguments (``_KERNEL_CHECKED``) against
+the Python checks; and every op has its own test file."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +12,9 @@ import torch.nn.functional as F
 
 import din_fast
 from din_fast import ops
+from din_fast.ops._library import _KERNEL_CHECKED
+from din_fast.ops._library import OPS as FUSED_OPS
+from impl_checks import opcheck, relayout, runs_here
 from op_inputs import ARGS, GRAD_SHAPES, flat, rebuild, requiring_grad
 
 OPS = sorted(ARGS)
@@ -146,11 +154,6 @@ def test_reference_matches_independent_formulation(op, seed):
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_asyca_same_input_is_identity():
-    x, _, *params = ARGS["asyca"]()
-    torch.testing.assert_close(ops.reference.asyca(x, x, *params), x, rtol=1e-12, atol=1e-12)
-
-
 # -- the op machinery through the reference implementation -------------------------------------------
 
 @pytest.mark.parametrize("op", OPS)
@@ -177,8 +180,7 @@ def test_gradcheck_reference(op):
 def test_opcheck(op):
     args = requiring_grad(ARGS[op](**GRAD_SHAPES[op]))
     for backend in ("reference", "auto"):
-        with din_fast.use_backend(backend):
-            torch.library.opcheck(getattr(torch.ops.din_fast, op).default, args)
+        opcheck(op, backend, args)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -186,47 +188,67 @@ def test_non_contiguous_and_channels_last_inputs(op):
     args = ARGS[op](b=2, h=6, w=5)
     expected = getattr(ops.reference, op)(*args)
     first = args[0][0] if isinstance(args[0], list) else args[0]
-    for layout in ("channels_last", "transposed"):
-        def relayout(t):
-            if t.dim() != 4 or t.shape != first.shape and t.shape[1] != 1:
-                return t
-            if layout == "channels_last":
-                return t.contiguous(memory_format=torch.channels_last)
-            return t.transpose(2, 3).contiguous().transpose(2, 3)           # same values, W-major strides
-        moved = rebuild(args, [relayout(t) for t in flat(args)])
+    for layout in ("channels_last", "non_contiguous"):
+        def moves(t):  # the feature maps and every one-channel 4-D tensor (dac_gate's v)
+            return t.dim() == 4 and (t.shape == first.shape or t.shape[1] == 1)
+        moved = rebuild(args, [relayout(t, layout) if moves(t) else t for t in flat(args)])
         got = getattr(torch.ops.din_fast, op)(*moved)
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
         if layout == "channels_last" and got.shape[1] > 1:
             assert got.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_mshf_constant_input_gradient_follows_autograd_of_official_formula():
-    """Constant input, analytic kernels, zero biases: the sqrt argument is 0 inside the image, where
-    autograd of the official formula gives NaN (the forward stays finite). With the random biases
-    of a real module the argument is positive and the gradient finite."""
-    from din_fast.models.defian import MSHF
+# -- argument checks ---------------------------------------------------------------------------------------
 
-    m = MSHF(4).double()
-    with torch.no_grad():
-        m.bias.zero_()
-    x = torch.full((1, 4, 9, 9), 0.5, dtype=torch.float64, requires_grad=True)
-    y = ops.reference.mshf(x, m.weight, m.bias)
-    y.sum().backward()
-    assert torch.isfinite(y).all()
-    assert torch.isnan(x.grad[..., 4, 4]).all()
-    m = MSHF(4).double()
-    x.grad = None
-    ops.reference.mshf(x, m.weight, m.bias).sum().backward()
-    assert torch.isfinite(x.grad).all()
+def _mutations(args):
+    """Systematic bad variants of a valid argument list: each tensor in turn with the other float dtype,
+    one element fewer along each dim, an extra or a missing leading dim, a non-tensor in its place; each
+    list argument one element shorter and one longer."""
+    tensors = flat(args)
+    for i, t in enumerate(tensors):
+        variants = [t.to(torch.float32 if t.dtype == torch.float64 else torch.float64), t[None], t[0], 1.0]
+        variants += [t.narrow(d, 0, t.shape[d] - 1) for d in range(t.dim())]
+        for v in variants:
+            yield rebuild(args, tensors[:i] + [v] + tensors[i + 1:])
+    for j, a in enumerate(args):
+        if isinstance(a, list):
+            yield args[:j] + [a[:-1]] + args[j + 1:]
+            yield args[:j] + [a + a[:1]] + args[j + 1:]
 
 
-def test_compile_fullgraph_over_the_ops():
-    args = ARGS["asyca"]()
+@pytest.mark.parametrize("op", OPS)
+def test_kernel_checks_cover_python_checks(op):
+    """The eager fast path skips the Python check for kernels in ``_KERNEL_CHECKED`` (FusedOp.__call__):
+    on every argument list the Python check rejects, those kernels (forward and backward) must raise
+    too, and the public op must raise the Python check's own ValueError."""
+    fused = FUSED_OPS[op]
+    args = ARGS[op]()
+    grad = torch.ones(fused.output_shape(*args), dtype=torch.float64)
+    impls = [impl for impl in _KERNEL_CHECKED if runs_here(op, impl, dtype=torch.float64)]
+    if not impls:
+        pytest.skip("no kernel-checked implementation is built for this op")
+    rejected = 0
+    for bad in _mutations(args):
+        try:
+            fused.check(*bad)
+            continue
+        except ValueError as e:
+            message = str(e)
+        rejected += 1
+        for impl in impls:
+            with pytest.raises(Exception):
+                fused.implementation(impl, backward=False)(*bad)
+            with pytest.raises(Exception):
+                fused.implementation(impl, backward=True)(grad, *bad)
+        with pytest.raises(ValueError) as raised:
+            getattr(din_fast.ops, op)(*bad)
+        assert str(raised.value) == message
+    assert rejected >= len(flat(args))  # the mutations did exercise the check
 
-    def fn(*a):
-        return ops.asyca(*a) * 2
 
-    for backend in ("reference", "auto"):
-        with din_fast.use_backend(backend):
-            compiled = torch.compile(fn, fullgraph=True, backend="eager")
-            torch.testing.assert_close(compiled(*args), fn(*args))
+def test_every_op_has_its_own_test_file():
+    """Each op's own cases (shapes, layouts, errors of the kernels and of the public op) live in
+    tests/ops/test_<op>.py."""
+    ops_dir = Path(__file__).parent / "ops"
+    missing = [op for op in sorted(FUSED_OPS) if not (ops_dir / f"test_{op}.py").is_file()]
+    assert not missing, f"ops without tests/ops/test_<op>.py: {missing}"

@@ -7,6 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import din_fast
 from din_fast.models.blocks import PixelShuffle
+from impl_checks import relayout
 
 
 class _AtenOps(TorchDispatchMode):
@@ -24,8 +25,7 @@ class _AtenOps(TorchDispatchMode):
 def test_matches_torch_bit_for_bit(r, layout):
     g = torch.Generator().manual_seed(r)
     x = torch.randn(2, 3 * r * r, 5, 7, dtype=torch.float64, generator=g)
-    x_in = {"contiguous": x, "channels_last": x.contiguous(memory_format=torch.channels_last),
-            "non_contiguous": x.transpose(2, 3).contiguous().transpose(2, 3)}[layout].requires_grad_()
+    x_in = relayout(x, layout).requires_grad_()
     grad = torch.randn(2, 3, 5 * r, 7 * r, dtype=torch.float64, generator=g)
     out = PixelShuffle(r)(x_in)
     assert torch.equal(out, F.pixel_shuffle(x, r))
