@@ -45,7 +45,7 @@ SEED = 0
 # per scale: LR patch, steps, peak learning rate, multi-step decay points (x0.3 each), init from
 STAGES = {
     2: {"patch": 32, "steps": 2400, "learning_rate": 5e-4, "milestones": [1800], "init": None},
-    3: {"patch": 24, "steps": 1000, "learning_rate": 2.5e-4, "milestones": [600, 850], "init": 2},
+    3: {"patch": 24, "steps": 3000, "learning_rate": 2.5e-4, "milestones": [2000, 2600], "init": 2},
     4: {"patch": 24, "steps": 1000, "learning_rate": 2.5e-4, "milestones": [600, 850], "init": 2},
 }
 BATCH = 16
