@@ -5,15 +5,15 @@ measure the load).
     python benchmarks/op_cpu_time.py criss_cross_attention:b=1,c=64,cq=8,h=64,w=64 \\
         channel_spatial_attention:b=1,c=64,h=64,w=64
     python benchmarks/op_cpu_time.py --compiled mshf:b=1,c=32,h=48,w=48
-    python benchmarks/op_cpu_time.py --python-node dwc_sum:k=2,b=1,c=64,h=48,w=48 --rounds 200
+    python benchmarks/op_cpu_time.py --dispatcher dwc_sum:k=2,b=1,c=64,h=48,w=48 --rounds 200
 
 Each case: median (and minimum) over ``--rounds`` calls of ``time.thread_time`` around the forward
 (no_grad) and around forward + backward (gradients of every input and parameter), float32, after two
 warm-up calls (which include torch.compile's compilation). The callables are benchmarks/common.py's,
 the same as the pytest-benchmark suites time. With one thread, compiled code runs in the calling thread.
-``--python-node`` also times the C++ implementation with the eager fast path's Python autograd node
-(``_EagerAutograd``, what ran before csrc/eager_autograd.cpp) instead of the C++ one: the per-call cost
-of the node, same kernels.
+``--dispatcher`` also times the implementation through the dispatcher route (torch.library's autograd
+and the router, the route of every call that is not a C++ kernel on plain eager tensors) instead of
+``_C.eager_call``'s C++ node: the per-call cost of the route, same kernels.
 """
 
 from __future__ import annotations
@@ -49,20 +49,14 @@ def cpu_times(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
 
 
 @contextmanager
-def python_node() -> Iterator[None]:
-    """The eager fast path without ``_C.eager_call``: C++ kernels under the Python ``_EagerAutograd``."""
-    cpp = _library._CPP_IMPLEMENTATIONS
-
-    def switch(impls: frozenset[str]) -> None:
-        _library._CPP_IMPLEMENTATIONS = impls
-        for op in _library.OPS.values():
-            op._eager_routes.clear()  # the routes hold the C++ kernels handle
-
-    switch(frozenset())
+def dispatcher_route() -> Iterator[None]:
+    """``din_fast.ops`` calls through the dispatcher route: FusedOp.__call__ sees no plain eager tensors."""
+    plain = _library._eager_plain
+    _library._eager_plain = lambda tensors: False
     try:
         yield
     finally:
-        switch(cpp)
+        _library._eager_plain = plain
 
 
 def main() -> None:
@@ -71,8 +65,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--impl", default="cpp")
     parser.add_argument("--compiled", action="store_true", help="also time torch.compile(reference)")
-    parser.add_argument("--python-node", action="store_true",
-                        help="also time the implementation with the Python autograd node (_EagerAutograd)")
+    parser.add_argument("--dispatcher", action="store_true",
+                        help="also time the implementation through the dispatcher route (torch.library's autograd)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     baselines = ["reference"] + (["compiled"] if args.compiled else [])
@@ -82,10 +76,10 @@ def main() -> None:
         inputs = ARGS[op](**kw, dtype=torch.float32)
         for mode in MODES:
             res = {p: cpu_times(op_callable(p, op, inputs, mode), args.rounds) for p in baselines + [args.impl]}
-            if args.python_node:
-                with python_node():
-                    res["python node"] = cpu_times(op_callable(args.impl, op, inputs, mode), args.rounds)
-                baselines_here = baselines + ["python node"]
+            if args.dispatcher:
+                with dispatcher_route():
+                    res["dispatcher"] = cpu_times(op_callable(args.impl, op, inputs, mode), args.rounds)
+                baselines_here = baselines + ["dispatcher"]
             else:
                 baselines_here = baselines
             im, imin = res[args.impl]

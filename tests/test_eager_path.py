@@ -1,7 +1,9 @@
-"""The eager fast path of ``din_fast.ops.<name>`` (FusedOp.__call__ calling the implementation directly,
-with its own autograd node) against the dispatcher path (``torch.ops.din_fast.<name>``): the same values
-bit for bit, the same gradients, the same memory formats; and the cases that must leave the fast path
-(dispatch modes, fake tensors) still work through the dispatcher."""
+"""The two routes of ``din_fast.ops.<name>`` (docs/op-call.md): the eager fast path (FusedOp.__call__ on a
+C++ implementation: ``_C.eager_call``, the kernel under the C++ autograd node) against the dispatcher
+route (``torch.ops.din_fast.<name>``: torch.library's autograd, the router): the same values bit for bit,
+the same gradients, the same memory formats; the cases that must leave the fast path (dispatch modes,
+fake tensors) still work through the dispatcher; every other call (Triton, dense_block) takes the
+dispatcher route, so these are the only two autograd mechanisms; both refuse double backward."""
 
 import pytest
 import torch
@@ -11,9 +13,12 @@ import din_fast
 from din_fast import backends
 from din_fast.ops import _library
 from din_fast.op_contract import memory_format_of
-from op_inputs import ARGS, flat, rebuild, requiring_grad
+from impl_checks import skip_unless_runs
+from op_inputs import ARGS, dense_block_args, flat, rebuild, requiring_grad
 
 OPS = sorted(_library.OPS)  # the FusedOp ops (dense_block has its own tests)
+#: The grad_fn of an eager call on a C++ implementation (csrc/eager_autograd.cpp).
+CPP_NODE = "EagerAutogradBackward"
 
 
 def _skip_unless_cpp(op: str) -> None:
@@ -55,7 +60,7 @@ def test_fast_path_matches_dispatcher_path(op, layout):
     assert _formats([fast]) == _formats([slow])
     leaves = requiring_grad(args)
     out = fast_fn(*leaves)
-    assert out.grad_fn is not None and "EagerAutograd" in type(out.grad_fn).__name__
+    assert out.grad_fn is not None and type(out.grad_fn).__name__ == CPP_NODE
     grad = torch.randn_like(out)
     fast_grads = torch.autograd.grad(out, flat(leaves), grad)
     slow_grads = torch.autograd.grad(dispatch_fn(*leaves), flat(leaves), grad)
@@ -84,25 +89,100 @@ def test_fast_path_follows_backend_switches():
     def node():
         return type(din_fast.ops.dwc_sum(*leaves).grad_fn).__name__
 
-    assert "EagerAutograd" in node()
+    assert node() == CPP_NODE
     with din_fast.use_backend("reference"):
-        assert "EagerAutograd" not in node()
-    assert "EagerAutograd" in node()
+        assert node() != CPP_NODE
+    assert node() == CPP_NODE
     with din_fast.use_backend("cuda"), pytest.raises(RuntimeError, match="cannot run dwc_sum"):
         din_fast.ops.dwc_sum(*leaves)  # explicit backend that cannot run here: raises every time
-    assert "EagerAutograd" in node()
+    assert node() == CPP_NODE
 
 
-def test_fast_path_refuses_double_backward():
-    """create_graph=True still gives the first-order gradients; differentiating them again raises."""
-    _skip_unless_cpp("dwc_sum")
-    leaves = requiring_grad(ARGS["dwc_sum"]())
-    out = din_fast.ops.dwc_sum(*leaves)
-    (g,) = torch.autograd.grad(out.square().sum(), [leaves[1]], create_graph=True)
-    (plain,) = torch.autograd.grad(din_fast.ops.dwc_sum(*leaves).square().sum(), [leaves[1]])
+def _dwc_sum_entry(entry: str):
+    """dwc_sum called as ``entry``: "eager" (the C++ node), "dispatcher" (torch.ops: torch.library's
+    autograd) or "triton" (the public op, to be called under the triton backend: the dispatcher route)."""
+    if entry == "triton":
+        skip_unless_runs("dwc_sum", "triton", torch.float32)
+    else:
+        _skip_unless_cpp("dwc_sum")
+    return torch.ops.din_fast.dwc_sum if entry == "dispatcher" else din_fast.ops.dwc_sum
+
+
+ENTRIES = ["eager", "dispatcher", pytest.param("triton", marks=pytest.mark.triton)]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_every_route_refuses_double_backward(entry):
+    """create_graph=True still gives the first-order gradients; differentiating them again raises, on the
+    C++ node and on torch.library's autograd (whose backward op has no autograd formula: without the
+    refusal a second differentiation would treat the gradients as constants)."""
+    fn = _dwc_sum_entry(entry)
+    dtype = torch.float32 if entry == "triton" else torch.float64
+    leaves = requiring_grad(ARGS["dwc_sum"](dtype=dtype))
+    with din_fast.use_backend("triton" if entry == "triton" else "auto"):
+        out = fn(*leaves)
+        (g,) = torch.autograd.grad(out.square().sum(), [leaves[1]], create_graph=True)
+        (plain,) = torch.autograd.grad(fn(*leaves).square().sum(), [leaves[1]])
     torch.testing.assert_close(g, plain, rtol=0, atol=0)
-    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+    with pytest.raises(RuntimeError, match="differentiate twice"):
         g.sum().backward()
+
+
+@pytest.mark.parametrize("entry", ["eager", "dispatcher"])
+def test_create_graph_with_a_constant_grad(entry):
+    """create_graph=True with a grad that does not require grad: plain gradients (nothing to
+    differentiate again), as once_differentiable gives."""
+    fn = _dwc_sum_entry(entry)
+    leaves = requiring_grad(ARGS["dwc_sum"]())
+    out = fn(*leaves)
+    grad = torch.randn_like(out)
+    grads = torch.autograd.grad(out, flat(leaves), grad, create_graph=True)
+    assert not any(g.requires_grad for g in grads)
+    for a, b in zip(grads, torch.autograd.grad(fn(*leaves), flat(leaves), grad)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _din_fast_functions() -> list[str]:
+    """The ``torch.autograd.Function`` subclasses defined in din_fast's modules."""
+    found, todo = [], list(torch.autograd.Function.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("din_fast"):
+            found.append(f"{cls.__module__}.{cls.__qualname__}")
+    return found
+
+
+def test_two_autograd_mechanisms():
+    """Autograd of every din_fast op is the C++ node (eager calls on a C++ implementation) or
+    torch.library's (register_autograd: every other call of a fused implementation): din_fast defines no
+    autograd.Function of its own. An eager dense_block call (its cpp implementation composes C++
+    kernels in Python) gets the same node as the torch.ops op."""
+    import din_fast.models  # noqa: F401  (every module that could define one)
+
+    assert _din_fast_functions() == []
+    skip_unless_runs("dense_block", "cpp", torch.float64)
+    args = requiring_grad(dense_block_args())
+    eager, dispatched = din_fast.ops.dense_block(*args), torch.ops.din_fast.dense_block(*args)[0]
+    assert type(eager.grad_fn) is type(dispatched.grad_fn)
+    assert type(eager.grad_fn).__name__ != CPP_NODE and "dense_block" in type(eager.grad_fn).__name__
+
+
+@pytest.mark.triton
+def test_triton_eager_call_takes_the_dispatcher_route():
+    """An eager call on the Triton kernel gets torch.library's node, the torch.ops op's, with the same
+    values and gradients."""
+    skip_unless_runs("dwc_sum", "triton", torch.float32)
+    leaves = requiring_grad(ARGS["dwc_sum"](dtype=torch.float32))
+    with din_fast.use_backend("triton"):
+        eager, dispatched = din_fast.ops.dwc_sum(*leaves), torch.ops.din_fast.dwc_sum(*leaves)
+        grad = torch.randn_like(eager)
+        eager_grads = torch.autograd.grad(eager, flat(leaves), grad)
+        dispatched_grads = torch.autograd.grad(dispatched, flat(leaves), grad)
+    assert type(eager.grad_fn) is type(dispatched.grad_fn) and type(eager.grad_fn).__name__ != CPP_NODE
+    torch.testing.assert_close(eager, dispatched, rtol=0, atol=0)
+    for a, b in zip(eager_grads, dispatched_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 class _Recorder(TorchDispatchMode):
@@ -146,7 +226,7 @@ def _cpp_kernels(op: str):
     _skip_unless_cpp(op)
     from din_fast import _extension
 
-    impl, _, kernels = OPS_BY_NAME[op]._eager_route(torch.zeros(1, dtype=torch.float64))
+    impl, kernels = OPS_BY_NAME[op]._eager_route(torch.zeros(1, dtype=torch.float64))
     assert impl == "cpp" and kernels is not None
     return _extension.module(), kernels
 
@@ -154,7 +234,7 @@ def _cpp_kernels(op: str):
 @pytest.mark.parametrize("op", OPS)
 def test_cpp_node_runs_without_the_python_path(op, monkeypatch):
     """With the cpp implementation the node is the C++ one: forward and backward give the same values and
-    gradients with FusedOp's Python runners disabled."""
+    gradients with the routers' Python implementation lookup disabled."""
     _skip_unless_cpp(op)
     leaves = requiring_grad(ARGS[op]())
     out = getattr(din_fast.ops, op)(*leaves)
@@ -162,12 +242,11 @@ def test_cpp_node_runs_without_the_python_path(op, monkeypatch):
     expected = torch.autograd.grad(out, flat(leaves), grad)
 
     def fail(*_):
-        raise AssertionError("the Python runner ran")
+        raise AssertionError("the router ran")
 
-    monkeypatch.setattr(OPS_BY_NAME[op], "_run_forward", fail)
-    monkeypatch.setattr(OPS_BY_NAME[op], "_run_backward", fail)
+    monkeypatch.setattr(OPS_BY_NAME[op], "implementation", fail)
     out2 = getattr(din_fast.ops, op)(*leaves)
-    assert type(out2.grad_fn).__name__ == "EagerAutogradBackward"
+    assert type(out2.grad_fn).__name__ == CPP_NODE
     torch.testing.assert_close(out2, out, rtol=0, atol=0)
     for g, e in zip(torch.autograd.grad(out2, flat(leaves), grad), expected):
         torch.testing.assert_close(g, e, rtol=0, atol=0)
@@ -218,24 +297,11 @@ def test_cpp_node_graph_rules():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t,
                                                   lambda t: unpacked.append(t) or t):
         out = din_fast.ops.dwc_sum(*leaves)
-    assert type(out.grad_fn).__name__ == "EagerAutogradBackward"
+    assert type(out.grad_fn).__name__ == CPP_NODE
     assert len(packed) == len(flat(leaves))
     for a, b in zip(torch.autograd.grad(out, flat(leaves), grad), first):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert len(unpacked) == len(flat(leaves))
-
-
-def test_create_graph_with_a_constant_grad():
-    """create_graph=True with a grad that does not require grad: plain gradients (nothing to
-    differentiate again), as once_differentiable gives."""
-    _skip_unless_cpp("dwc_sum")
-    leaves = requiring_grad(ARGS["dwc_sum"]())
-    out = din_fast.ops.dwc_sum(*leaves)
-    grad = torch.randn_like(out)
-    grads = torch.autograd.grad(out, flat(leaves), grad, create_graph=True)
-    assert not any(g.requires_grad for g in grads)
-    for a, b in zip(grads, torch.autograd.grad(din_fast.ops.dwc_sum(*leaves), flat(leaves), grad)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_eager_call_rejects_malformed_calls():

@@ -13,18 +13,24 @@ Each fused op ``name`` is a set of ``torch.library`` ops, all defined here from 
 
 Autograd of the public op calls the backward op, so gradients (parameters included) come from the
 same implementation as the forward. The reference backward is the vector-Jacobian product of the
-reference forward (``torch.func.vjp``). Double backward is not supported.
+reference forward (``torch.func.vjp``). Double backward is refused (``differentiable_once``).
 
-Eager fast path: ``din_fast.ops.<name>`` (``FusedOp.__call__``) on plain tensors, outside
-``torch.compile``, dispatch modes, functorch transforms and JIT tracing, calls the implementation
-directly (under ``no_grad``) or through one autograd node (when a gradient is needed), instead of
-going through the dispatcher's Python autograd kernel and the router. For the C++ implementations
-(cpp, cuda) both are one call into ``din_fast._C.eager_call`` (csrc/eager_autograd.cpp: a C++ autograd
-node, whose backward runs without Python); for the others the node is ``_EagerAutograd``, a
-``torch.autograd.Function``. Same checks, same implementation, same memory-format normalisation; it
-only skips the generic machinery (pytree flattening, redispatch, a second resolve), which costs more
-than the kernel at DIN's small shapes. Everything else (``torch.ops.din_fast.<name>``,
-fake/functional tensors, tracing) takes the dispatcher.
+Two routes from ``din_fast.ops.<name>`` (``FusedOp.__call__``) to a kernel, and with them the only two
+autograd mechanisms of din_fast's ops (docs/op-call.md follows both):
+
+- the eager fast path: a C++ implementation (cpp, cuda) on plain tensors, outside ``torch.compile``,
+  dispatch modes, functorch transforms and JIT tracing, is one call into ``din_fast._C.eager_call``
+  (csrc/eager_autograd.cpp): the kernel op, under a C++ autograd node when a gradient is needed, whose
+  backward runs without Python. It skips the generic machinery (pytree flattening, redispatch, a
+  second resolve), which costs more than the kernel at DIN's small shapes;
+- the dispatcher route, every other call of a fused implementation (Triton, dense_block's Python
+  composition of C++ kernels, fake tensors, tracing, a direct ``torch.ops.din_fast.<name>`` call): the
+  public op, whose autograd is ``torch.library.register_autograd``'s and whose router runs the
+  implementation.
+
+Where the backend resolves to the reference, ``din_fast.ops.<name>`` runs the reference as a plain
+autograd graph instead. Same checks, same implementation, same memory-format normalisation on every
+route.
 
 Memory-format contract (what fake kernels promise, so ``torch.compile`` sees the real strides): the
 forward output has the format of the first tensor argument (channels_last if that is channels_last,
@@ -132,8 +138,6 @@ _KERNEL_CHECKED = frozenset(("cpp",))
 # Implementations that are kernel ops of din_fast._C (_<name>_<impl>, _<name>_backward_<impl>): the eager
 # fast path runs them through _C.eager_call (csrc/eager_autograd.cpp).
 _CPP_IMPLEMENTATIONS = frozenset(("cpp", "cuda"))
-# FusedOp._eager_route's answer: (implementation, forward callable, _C.eager_kernels handle or None).
-_Route = tuple[str, Callable[..., Any], Any]
 
 
 def _eager_plain(tensors: Sequence[Any]) -> bool:
@@ -145,37 +149,25 @@ def _eager_plain(tensors: Sequence[Any]) -> bool:
     return _PLAIN_TENSORS.issuperset(map(type, tensors))
 
 
-class _EagerAutograd(torch.autograd.Function):
-    """Autograd node of the eager fast path for implementations that are not C++ kernel ops (Triton):
-    the forward and backward implementations called directly. (The C++ ones get the same node in C++,
-    ``_C.eager_call``, which costs less per call than this Python Function.)
-
-    The same backward as the registered autograd (``FusedOp._autograd_backward``), without the
-    generic torch.library machinery around it. Double backward raises (``once_differentiable``)."""
-
-    @staticmethod
-    def forward(ctx: Any, fused: FusedOp, impl: str, spec: list[int | None], *tensors: torch.Tensor) -> torch.Tensor:
-        args = _unflatten(tensors, spec)
-        ctx.fused, ctx.impl, ctx.spec = fused, impl, spec
-        ctx.save_for_backward(*tensors)
-        return fused._run_forward(impl, args, tensors[0])
-
-    @staticmethod
-    def _grads(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        args = _unflatten(ctx.saved_tensors, ctx.spec)
-        grads = _flatten(ctx.fused._run_backward(ctx.impl, grad, args))[0]
-        return (None, None, None, *grads)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        # Grad mode is on here only under create_graph=True: then the gradients get once_differentiable's
-        # node that raises if they are differentiated again. Otherwise skip its no_grad/wrapping cost.
-        if torch.is_grad_enabled():
-            return _grads_once_differentiable(ctx, grad)
-        return _EagerAutograd._grads(ctx, grad)
+# Under create_graph=True, the gradients a registered autograd formula returns get torch's node that
+# raises if they are differentiated again: the backward ops have no autograd formula of their own, so
+# without it a second differentiation would silently treat them as constants.
+_once_differentiable = torch.autograd.function.once_differentiable(lambda _ctx, _grad, *grads: grads)
 
 
-_grads_once_differentiable = torch.autograd.function.once_differentiable(_EagerAutograd._grads)
+def differentiable_once(backward: Callable[..., Any], grad: torch.Tensor, args: Sequence[Any],
+                        spec: Sequence[int | None]) -> tuple[Any, ...]:
+    """``backward(grad, *args)``, the gradients of a registered autograd formula (each a Tensor or a list
+    of Tensors, laid out as ``spec`` says: ``_flatten``'s). Under create_graph=True it runs without
+    recording a graph, and if ``grad`` requires grad the gradients come out of a node that raises when
+    they are differentiated (as ``torch.autograd.function.once_differentiable``, which takes only Tensor
+    gradients): double backward is refused on every route, as the C++ node refuses it."""
+    if not torch.is_grad_enabled():  # create_graph=False: the common case, nothing to guard
+        return tuple(backward(grad, *args))
+    with torch.no_grad():
+        grads = _flatten(backward(grad, *args))[0]
+    guarded = _once_differentiable(None, grad, *grads)
+    return tuple(_unflatten([guarded] if isinstance(guarded, torch.Tensor) else guarded, spec))
 
 
 def _tensor_params(schema: str) -> list[tuple[str, str]]:
@@ -223,7 +215,7 @@ class FusedOp:
         self.reference = reference
         self.check = check
         self._implementations: dict[tuple[str, bool], Callable[..., Any]] = {}
-        self._eager_routes: dict[tuple[torch.device, torch.dtype, str], _Route] = {}
+        self._eager_routes: dict[tuple[torch.device, torch.dtype, str], tuple[str, Any]] = {}
         self.output_shape = output_shape
         arguments = ", ".join(f"{t} {n}" for t, n in params)
         grads = ", ".join(t for t, _ in params)
@@ -248,14 +240,18 @@ class FusedOp:
 
     # -- public entry -------------------------------------------------------------------------
     def __call__(self, *args: Any) -> torch.Tensor:
-        """Check, then run the reference as a plain autograd graph, or the fused implementation
-        (directly on the eager fast path, else through the torch.ops op); autocast-aware.
+        """The op on the implementation ``din_fast.backends`` picks; autocast-aware.
 
-        On the eager fast path a ``_KERNEL_CHECKED`` implementation checks the arguments itself (the
-        C++ kernels run csrc's twins of the Python checks), so the Python check runs only if the call
-        fails: it then raises its ValueError naming the argument, or, if it finds nothing, the
-        kernel's own error propagates. A bad argument gets the same error as on every other route."""
-        tensors, spec = _flatten(args)
+        One decision: a C++ implementation (cpp, cuda) on plain eager tensors (``_eager_plain``) is one
+        call into ``_C.eager_call``, the kernel and, when a gradient is needed, the C++ autograd node.
+        Every other call is checked, then runs the reference as a plain autograd graph or the torch.ops
+        op (torch.library's autograd, the router: Triton, fake tensors, torch.compile, dispatch modes).
+
+        A ``_KERNEL_CHECKED`` implementation checks its arguments itself (the C++ kernels run csrc's
+        twins of the Python checks), so the Python check runs only if its call fails: it then raises
+        its ValueError naming the argument, or, if it finds nothing, the kernel's own error propagates.
+        A bad argument gets the same error on every route."""
+        tensors = _flatten(args)[0]
         if any_autocast_enabled():  # one cheap query in the common case (autocast off)
             first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
             if first is not None and torch.is_autocast_enabled(first.device.type):  # (no tensor: check says so)
@@ -263,28 +259,27 @@ class FusedOp:
                 tensors = _flatten(args)[0]
         if _eager_plain(tensors):
             try:
-                x = tensors[0]
-                route = self._eager_route(x)
-                if route[0] in _KERNEL_CHECKED:
-                    return self._eager(route, args, x, tensors, spec)
+                impl, kernels = self._eager_route(tensors[0])
+                if impl in _KERNEL_CHECKED:
+                    return _C.eager_call(kernels, *args)
             except Exception:
                 self.check(*args)  # raises the Python check's error if an argument is bad
                 raise
             self.check(*args)
-            if route[0] == "reference":
-                return self.reference(*args)
-            return self._eager(route, args, x, tensors, spec)
-        self.check(*args)
-        x = tensors[0]
-        if backends.resolve(self.name, x.device, x.dtype) == "reference":
+            if kernels is not None:
+                return _C.eager_call(kernels, *args)
+        else:
+            self.check(*args)
+            impl = backends.resolve(self.name, tensors[0].device, tensors[0].dtype)
+        if impl == "reference":
             return self.reference(*args)
-        return self.op(*args)  # its router checks again: this route is off the eager fast path
+        return self.op(*args)  # its router checks again (it is also the check of direct torch.ops calls)
 
-    def _eager_route(self, x: torch.Tensor) -> _Route:
-        """(implementation, forward callable, C++ kernels handle or None) for tensors like ``x`` under the
-        current backend, cached per (device, dtype, backend): ``backends.resolve`` caches its answer
-        too, but computing its key (``device.type``) and finding the callable cost as much as a small
-        kernel. The handle (``_C.eager_kernels``) is there for the C++ implementations."""
+    def _eager_route(self, x: torch.Tensor) -> tuple[str, Any]:
+        """(implementation, ``_C.eager_kernels`` handle of its kernel ops or None) for tensors like ``x``
+        under the current backend; the handle for the C++ implementations only. Cached per (device,
+        dtype, backend): ``backends.resolve`` caches its answer too, but computing its key
+        (``device.type``) costs as much as a small kernel."""
         global _C
         key = (x.device, x.dtype, backends.get_backend())
         route = self._eager_routes.get(key)
@@ -295,20 +290,8 @@ class FusedOp:
                 _C = _extension.module()  # resolve may have just built and loaded it (first use)
                 kernels = _C.eager_kernels(f"din_fast::_{self.name}_{impl}",
                                            f"din_fast::_{self.name}_backward_{impl}")
-            route = self._eager_routes[key] = (impl, self.implementation(impl, backward=False), kernels)
+            route = self._eager_routes[key] = (impl, kernels)
         return route
-
-    def _eager(self, route: _Route, args: Sequence[Any], x: torch.Tensor, tensors: Sequence[torch.Tensor],
-               spec: list[int | None]) -> torch.Tensor:
-        """The eager fast path: the implementation of ``route`` called directly, with one autograd node
-        when a gradient is needed; the output in ``x``'s memory format. A C++ implementation is one call
-        into ``_C.eager_call`` (kernel and C++ node), the others get ``_EagerAutograd``."""
-        impl, forward, kernels = route
-        if kernels is not None:
-            return _C.eager_call(kernels, *args)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return _EagerAutograd.apply(self, impl, spec, *tensors)
-        return _formatted(forward(*args), x)
 
     # -- implementations ----------------------------------------------------------------------
     def reference_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
@@ -337,26 +320,19 @@ class FusedOp:
             return module.backward if backward else module.forward
         raise ValueError(f"unknown implementation {impl!r}")
 
-    def _run_forward(self, impl: str, args: Sequence[Any], x: torch.Tensor) -> torch.Tensor:
-        """Implementation ``impl`` on checked ``args``; the output in the memory format of their first
-        tensor ``x``."""
-        return _formatted(self.implementation(impl, backward=False)(*args), x)
-
-    def _run_backward(self, impl: str, grad: torch.Tensor, args: Sequence[Any]) -> tuple[Any, ...]:
-        """Backward implementation ``impl`` on checked ``args``; each gradient in its input's format."""
-        grads = self.implementation(impl, backward=True)(grad, *args)
-        return tuple([_formatted(g, a) for g, a in zip(gs, arg)] if isinstance(arg, (list, tuple))
-                     else _formatted(gs, arg) for gs, arg in zip(grads, args))
-
     def _route_forward(self, *args: Any) -> torch.Tensor:
         self.check(*args)
         x = _first_tensor(args)
-        return self._run_forward(backends.resolve(self.name, x.device, x.dtype), args, x)
+        impl = backends.resolve(self.name, x.device, x.dtype)
+        return _formatted(self.implementation(impl, backward=False)(*args), x)
 
     def _route_backward(self, grad: torch.Tensor, *args: Any) -> tuple[Any, ...]:
+        """Gradients of the implementation ``backends.resolve`` picks, each in its input's format."""
         self.check(*args)
         x = _first_tensor(args)
-        return self._run_backward(backends.resolve(self.name, x.device, x.dtype), grad, args)
+        grads = self.implementation(backends.resolve(self.name, x.device, x.dtype), backward=True)(grad, *args)
+        return tuple([_formatted(g, a) for g, a in zip(gs, arg)] if isinstance(arg, (list, tuple))
+                     else _formatted(gs, arg) for gs, arg in zip(grads, args))
 
     # -- fake kernels and autograd --------------------------------------------------------------
     def _fake_forward(self, *args: Any) -> torch.Tensor:
@@ -376,4 +352,4 @@ class FusedOp:
 
     def _autograd_backward(self, ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         args = _unflatten(ctx.saved_tensors, ctx.spec)  # checked when the forward ran
-        return tuple(self.backward_op(grad, *args))
+        return differentiable_once(self.backward_op, grad, args, ctx.spec)

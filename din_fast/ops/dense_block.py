@@ -46,7 +46,7 @@ from din_fast._torch_internals import any_autocast_enabled
 from din_fast import op_contract as contract
 from din_fast.ops import reference
 from din_fast.op_contract import memory_format_of
-from din_fast.ops._library import LIB, _autocast_args, _eager_plain, _formatted, register_autocast
+from din_fast.ops._library import LIB, _autocast_args, _formatted, differentiable_once, register_autocast
 from din_fast.ops.conv3x3 import winograd_tiles
 
 NAME = "dense_block"
@@ -254,7 +254,8 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor
 
 def _autograd_backward(ctx: Any, grad: torch.Tensor, _grad_features: Any) -> tuple[Any, ...]:
     features, *params = ctx.saved_tensors
-    dx, dweights, dbiases = _OP_BACKWARD(grad, features, params[:ctx.n], params[ctx.n:])
+    args = (features, params[:ctx.n], params[ctx.n:])
+    dx, dweights, dbiases = differentiable_once(_OP_BACKWARD, grad, args, (None, ctx.n, ctx.n))
     return dx.contiguous(memory_format=ctx.memory_format), dweights, dbiases
 
 
@@ -264,38 +265,16 @@ torch.library.register_autograd(f"din_fast::{NAME}", _autograd_backward, setup_c
 register_autocast(NAME)
 
 
-class _EagerDenseBlock(torch.autograd.Function):
-    """The eager fast path's autograd node: the implementation called directly, saving only the features
-    (and the parameters). Double backward raises (once_differentiable)."""
-
-    @staticmethod
-    def forward(ctx: Any, impl: str, n: int, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        weights, biases = list(params[:n]), list(params[n:])
-        y, features = IMPLEMENTATIONS[impl][0](x, weights, biases)
-        ctx.impl, ctx.n, ctx.memory_format = impl, n, memory_format_of(x)
-        ctx.save_for_backward(features, *params)
-        return _formatted(y, x)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        features, *params = ctx.saved_tensors
-        dx, dweights, dbiases = IMPLEMENTATIONS[ctx.impl][1](grad, features, params[:ctx.n], params[ctx.n:])
-        return (None, None, dx.contiguous(memory_format=ctx.memory_format), *dweights, *dbiases)
-
-
 def dense_block(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> torch.Tensor:
     """DIN's dense block body ``y`` (module docstring has the maths and shapes) on the implementation
-    ``din_fast.backends`` picks; autocast-aware."""
+    ``din_fast.backends`` picks; autocast-aware. Under the reference backend the reference's plain
+    autograd graph, otherwise the op ``din_fast::dense_block`` (torch.library's autograd, the router)."""
     args: Sequence[Any] = (x, weights, biases)
     if any_autocast_enabled() and isinstance(x, torch.Tensor) \
             and torch.is_autocast_enabled(x.device.type):
         args = _autocast_args(args, x.device.type)
     _check(*args)
     x, weights, biases = args
-    impl = backends.resolve(NAME, x.device, x.dtype)
-    if impl == "reference":  # a plain graph on every route (ONNX export traces it under this backend)
+    if backends.resolve(NAME, x.device, x.dtype) == "reference":  # a plain graph (ONNX export traces it)
         return reference.dense_block(x, list(weights), list(biases))
-    if not _eager_plain([x, *weights, *biases]):
-        return _OP(x, list(weights), list(biases))[0]
-    return _EagerDenseBlock.apply(impl, len(weights), x, *weights, *biases)
+    return _OP(x, list(weights), list(biases))[0]  # its router checks again (it checks direct calls too)
