@@ -24,9 +24,9 @@ autograd mechanisms of din_fast's ops (docs/op-call.md follows both):
   backward runs without Python. It skips the generic machinery (pytree flattening, redispatch, a
   second resolve), which costs more than the kernel at DIN's small shapes;
 - the dispatcher route, every other call of a fused implementation (Triton, dense_block's Python
-  composition of C++ kernels, fake tensors, tracing, a direct ``torch.ops.din_fast.<name>`` call): the
-  public op, whose autograd is ``torch.library.register_autograd``'s and whose router runs the
-  implementation.
+  composition of C++ kernels when a gradient is needed, fake tensors, tracing, a direct
+  ``torch.ops.din_fast.<name>`` call): the public op, whose autograd is
+  ``torch.library.register_autograd``'s and whose router runs the implementation.
 
 Where the backend resolves to the reference, ``din_fast.ops.<name>`` runs the reference as a plain
 autograd graph instead. Same checks, same implementation, same memory-format normalisation on every

@@ -46,7 +46,8 @@ from din_fast._torch_internals import any_autocast_enabled
 from din_fast import op_contract as contract
 from din_fast.ops import reference
 from din_fast.op_contract import memory_format_of
-from din_fast.ops._library import LIB, _autocast_args, _formatted, differentiable_once, register_autocast
+from din_fast.ops._library import (LIB, _autocast_args, _eager_plain, _formatted, differentiable_once,
+                                   register_autocast)
 from din_fast.ops.conv3x3 import winograd_tiles
 
 NAME = "dense_block"
@@ -268,13 +269,20 @@ register_autocast(NAME)
 def dense_block(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> torch.Tensor:
     """DIN's dense block body ``y`` (module docstring has the maths and shapes) on the implementation
     ``din_fast.backends`` picks; autocast-aware. Under the reference backend the reference's plain
-    autograd graph, otherwise the op ``din_fast::dense_block`` (torch.library's autograd, the router)."""
+    autograd graph; otherwise the op ``din_fast::dense_block`` (torch.library's autograd, the router), or,
+    on plain eager tensors when no gradient is needed, its implementation called directly."""
     args: Sequence[Any] = (x, weights, biases)
     if any_autocast_enabled() and isinstance(x, torch.Tensor) \
             and torch.is_autocast_enabled(x.device.type):
         args = _autocast_args(args, x.device.type)
     _check(*args)
     x, weights, biases = args
-    if backends.resolve(NAME, x.device, x.dtype) == "reference":  # a plain graph (ONNX export traces it)
+    impl = backends.resolve(NAME, x.device, x.dtype)
+    if impl == "reference":  # a plain graph (ONNX export traces it)
         return reference.dense_block(x, list(weights), list(biases))
+    tensors = [x, *weights, *biases]
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and _eager_plain(tensors):
+        # No gradient, so no autograd node: the op's dispatch (torch.library's autograd kernel, the
+        # router's second check) would be pure overhead on DIN's inference path (benchmarks/NOTES.md).
+        return _formatted(IMPLEMENTATIONS[impl][0](x, weights, biases)[0], x)
     return _OP(x, list(weights), list(biases))[0]  # its router checks again (it checks direct calls too)

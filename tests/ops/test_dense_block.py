@@ -89,6 +89,20 @@ def test_output_and_input_gradient_keep_the_input_format(layout):
     assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_no_grad_call_matches_the_op(layout):
+    """Without a gradient the wrapper calls the implementation directly (no node to record): the same
+    values bit for bit and the same memory format as the dispatcher op."""
+    _skip_unless_cpp()
+    x, weights, biases = dense_block_args()
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    with torch.no_grad():
+        direct, dispatched = ops.dense_block(x, weights, biases), torch.ops.din_fast.dense_block(x, weights, biases)[0]
+    torch.testing.assert_close(direct, dispatched, rtol=0, atol=0)
+    assert direct.is_contiguous(memory_format=fmt) and dispatched.is_contiguous(memory_format=fmt)
+
+
 def test_backend_routes():
     cpu = torch.device("cpu")
     assert backends.kernels("dense_block") == {"cpp"}
