@@ -1,13 +1,14 @@
 // The eager fast path of din_fast.ops.<name> for the C++ implementations (cpp, cuda), in C++: one call
 // from Python runs the private kernel op `_<name>_<impl>` and, when a gradient is needed, records one
-// C++ autograd node whose backward runs `_<name>_backward_<impl>`. It is FusedOp's Python path
-// (_library.py: _EagerAutograd, _formatted) without the Python: at DIN's small shapes the Python
-// autograd.Function's forward and backward cost as much as the kernels (benchmarks/NOTES.md), and a
-// C++ node's backward runs without the GIL.
+// C++ autograd node whose backward runs `_<name>_backward_<impl>`. It is what the dispatcher route does
+// (_library.py: torch.library's autograd node, the router, _formatted) without the Python: at DIN's
+// small shapes that Python costs as much as the kernels (benchmarks/NOTES.md), and a C++ node's
+// backward runs without the GIL.
 //
 // This is din_fast's only use of torch/csrc internals (the autograd node, its Python type, the tensor
-// wrapping). Checked on torch 2.13.0; torch 2.14.1 does not load a build against 2.13 (undefined
-// torch::autograd::_wrap_outputs, issue 21): rebuild per torch version.
+// wrapping). Checked on torch 2.11.0, 2.13.0 and 2.14.1 (each built, loaded and tested by
+// .ci/build-matrix.sh and .ci/run). A build does not load under another torch (undefined
+// torch::autograd::_wrap_outputs, issue 21): din_fast._extension rebuilds per torch version.
 //
 // Same contract as the Python path: the output in the memory format of the first tensor argument,
 // each gradient in its input's format (common.h's memory_format_of); gradients of inputs that do not

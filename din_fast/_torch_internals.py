@@ -1,5 +1,7 @@
 """Every private PyTorch API din_fast's Python code uses, in one place. Checked on torch 2.13.0 (the
-version CI builds and tests); tests/test_torch_internals.py fails when a torch release changes one.
+version CI builds and tests) by tests/test_torch_internals.py, which fails when a torch release changes
+one; the op and model tests, which go through these names, also pass on torch 2.11.0 and 2.14.1
+(.ci/build-matrix.sh).
 
 Private names change without notice between torch releases; keeping them here means one file to read
 when a torch upgrade breaks something. (The C++ side's torch/csrc internals are all in

@@ -132,8 +132,8 @@ def register_autocast(name: str) -> None:
 # tensor-subclass wrappers) need the dispatcher, so they take the torch.ops path.
 _PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
 # Implementations whose kernels check every argument as the op's Python check does (csrc/common.h and
-# the per-op check helpers: same conditions, ValueError naming the argument; tests/test_op_errors.py
-# holds them to it): the eager fast path calls them without the Python check (FusedOp.__call__).
+# the per-op check helpers: same conditions, ValueError naming the argument;
+# tests/test_every_op.py::test_kernel_checks_cover_python_checks holds them to it): the eager fast path calls them without the Python check (FusedOp.__call__).
 _KERNEL_CHECKED = frozenset(("cpp",))
 # Implementations that are kernel ops of din_fast._C (_<name>_<impl>, _<name>_backward_<impl>): the eager
 # fast path runs them through _C.eager_call (csrc/eager_autograd.cpp).
