@@ -17,7 +17,11 @@
 // check their own, and FusedOp re-runs the Python check on failure to word the error.
 //
 // Generic over the ops: the kernel ops are found by name through the dispatcher and called boxed, with
-// the arguments laid out from the op schema (each argument a Tensor or a Tensor[]).
+// the arguments laid out from the op schema (each argument a Tensor or a Tensor[]). A forward kernel
+// returns either y, and its backward takes (grad, *inputs), or (y, saved), and its backward takes
+// (grad, saved, *inputs but the first): the node then keeps `saved` instead of the first input
+// (dense_block: the features buffer, which determines x) and gives the first gradient the first
+// input's memory format.
 #include "eager_autograd.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -43,12 +47,13 @@ using torch::autograd::variable_list;
 
 constexpr const char* kCapsuleName = "din_fast._C.EagerKernels";
 
-// The forward and backward kernel ops of one (op, implementation), and per forward argument whether it
-// is a Tensor[] (else a Tensor).
+// The forward and backward kernel ops of one (op, implementation), per forward argument whether it
+// is a Tensor[] (else a Tensor), and whether the forward returns (y, saved) (else y).
 struct EagerKernels {
   c10::OperatorHandle forward;
   c10::OperatorHandle backward;
   std::vector<bool> is_list;
+  bool saves_output;
 };
 
 // Kernels are looked up once per op and never freed: autograd nodes keep raw pointers to them.
@@ -74,14 +79,20 @@ void push_arguments(torch::jit::Stack& stack, c10::IntArrayRef spec, at::TensorL
   }
 }
 
-// `out` in the memory format of `like` (_library.py's _formatted).
-at::Tensor formatted(at::Tensor out, const at::Tensor& like) {
-  if (like.is_contiguous()) return out.is_contiguous() ? out : out.contiguous();
-  auto fmt = out.dim() == 4 ? memory_format_of(like) : at::MemoryFormat::Contiguous;
+// `out` in memory format `fmt` (4-D outputs; others contiguous).
+at::Tensor formatted_as(at::Tensor out, at::MemoryFormat fmt) {
+  if (out.dim() != 4) fmt = at::MemoryFormat::Contiguous;
   return out.is_contiguous(fmt) ? out : out.contiguous(fmt);
 }
 
-at::Tensor run_forward(const EagerKernels& k, c10::IntArrayRef spec, at::TensorList tensors) {
+// `out` in the memory format of `like` (_library.py's _formatted).
+at::Tensor formatted(at::Tensor out, const at::Tensor& like) {
+  if (like.is_contiguous()) return out.is_contiguous() ? out : out.contiguous();
+  return formatted_as(std::move(out), memory_format_of(like));
+}
+
+// The forward kernel's outputs: {y} or {y, saved}, y in the first tensor argument's format.
+std::vector<at::Tensor> run_forward(const EagerKernels& k, c10::IntArrayRef spec, at::TensorList tensors) {
   // The kernel ops have no autograd kernels: skip the dispatcher's autograd fallback (this is the
   // backend call below the autograd layer, as in every C++ autograd kernel).
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -89,12 +100,15 @@ at::Tensor run_forward(const EagerKernels& k, c10::IntArrayRef spec, at::TensorL
   stack.reserve(spec.size());
   push_arguments(stack, spec, tensors);
   k.forward.callBoxed(stack);
-  return formatted(std::move(stack[0]).toTensor(), tensors[0]);
+  std::vector<at::Tensor> out{formatted(std::move(stack[0]).toTensor(), tensors[0])};
+  if (k.saves_output) out.push_back(std::move(stack[1]).toTensor());
+  return out;
 }
 
-// The gradient of every tensor in `tensors` (flattened like them), each in its input's format.
+// The gradient of every tensor in `tensors` (the backward's arguments, flattened like them), each in
+// its tensor's format, but the first in `first_format`.
 variable_list run_backward(const EagerKernels& k, c10::IntArrayRef spec, const at::Tensor& grad,
-                           const variable_list& tensors) {
+                           const variable_list& tensors, at::MemoryFormat first_format) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   torch::jit::Stack stack;
   stack.reserve(spec.size() + 1);
@@ -106,7 +120,9 @@ variable_list run_backward(const EagerKernels& k, c10::IntArrayRef spec, const a
   variable_list grads;
   grads.reserve(tensors.size());
   for (size_t i = 0; i < spec.size(); ++i) {
-    if (spec[i] < 0) {
+    if (i == 0 && spec[0] < 0) {
+      grads.push_back(formatted_as(std::move(stack[0]).toTensor(), first_format));
+    } else if (spec[i] < 0) {
       grads.push_back(formatted(std::move(stack[i]).toTensor(), tensors[grads.size()]));
     } else {
       auto list = std::move(stack[i]).toTensorList();
@@ -118,22 +134,27 @@ variable_list run_backward(const EagerKernels& k, c10::IntArrayRef spec, const a
   return grads;
 }
 
-// The autograd node of one call: saves the inputs, runs the forward kernel; its backward runs the
-// backward kernel. The arguments before `tensors` are not differentiable (their gradient slots stay
-// undefined).
+// The autograd node of one call: saves the inputs (or `saved` in place of the first), runs the forward
+// kernel; its backward runs the backward kernel. The arguments before `tensors` are not differentiable
+// (their gradient slots stay undefined).
 struct EagerAutograd : public torch::autograd::Function<EagerAutograd> {
   static at::Tensor forward(AutogradContext* ctx, const EagerKernels* k, c10::IntArrayRef spec,
                             at::TensorList tensors) {
     ctx->saved_data["k"] = reinterpret_cast<int64_t>(k);
     ctx->saved_data["spec"] = spec;
-    ctx->save_for_backward(tensors.vec());
-    return run_forward(*k, spec, tensors);
+    ctx->saved_data["format"] = static_cast<int64_t>(memory_format_of(tensors[0]));
+    std::vector<at::Tensor> out = run_forward(*k, spec, tensors);
+    std::vector<at::Tensor> saved = tensors.vec();
+    if (k->saves_output) saved[0] = out[1];
+    ctx->save_for_backward(saved);
+    return out[0];
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto* k = reinterpret_cast<const EagerKernels*>(ctx->saved_data["k"].toInt());
     auto spec = ctx->saved_data["spec"].toIntVector();
-    variable_list grads = run_backward(*k, spec, grad_outputs[0], ctx->get_saved_variables());
+    const auto format = static_cast<at::MemoryFormat>(ctx->saved_data["format"].toInt());
+    variable_list grads = run_backward(*k, spec, grad_outputs[0], ctx->get_saved_variables(), format);
     // Grad mode is on here only under create_graph=True. Then, as once_differentiable does, a gradient
     // that depends on a grad requiring grad gets a node that raises if it is differentiated again.
     if (at::GradMode::is_enabled() && grad_outputs[0].requires_grad()) {
@@ -180,7 +201,10 @@ PyObject* eager_kernels(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
                        arg.name(), " is neither a Tensor nor a Tensor[]");
       is_list.push_back(list);
     }
-    entry = std::make_unique<EagerKernels>(EagerKernels{fwd, bwd, std::move(is_list)});
+    const auto& returns = fwd.schema().returns();
+    TORCH_CHECK_TYPE(returns.size() == 1 || (returns.size() == 2 && !is_list.empty() && !is_list[0]), forward,
+                     ": returns y, or (y, saved) where `saved` replaces a first argument that is a Tensor");
+    entry = std::make_unique<EagerKernels>(EagerKernels{fwd, bwd, std::move(is_list), returns.size() == 2});
   }
   return PyCapsule_New(entry.get(), kCapsuleName, nullptr);
   END_HANDLE_TH_ERRORS
@@ -224,7 +248,7 @@ PyObject* eager_call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (requires_grad && at::GradMode::is_enabled()) {
       out = EagerAutograd::apply(k, c10::IntArrayRef(spec), at::TensorList(tensors));
     } else {
-      out = run_forward(*k, spec, tensors);
+      out = run_forward(*k, spec, tensors)[0];
     }
   }
   return THPVariable_Wrap(std::move(out));

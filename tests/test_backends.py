@@ -166,11 +166,9 @@ TINY_MODELS = {
 
 def test_declared_kernels_are_the_sources():
     """Each op's ``kernels`` (what an explicit backend runs instead of the reference) names exactly the
-    kernels whose sources exist: csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu, kernels/<op>.py (dense_block's cpp
-    implementation is composed of conv3x3.cpp's Winograd kernels)."""
-    composed_of = {"dense_block": "conv3x3"}
+    kernels whose sources exist: csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu, kernels/<op>.py."""
     for op in backends.op_names():
-        sources = {"cpp": ROOT / "csrc" / "cpu" / f"{composed_of.get(op, op)}.cpp",
+        sources = {"cpp": ROOT / "csrc" / "cpu" / f"{op}.cpp",
                    "cuda": ROOT / "csrc" / "cuda" / f"{op}.cu",
                    "triton": ROOT / "kernels" / f"{op}.py"}
         assert backends.kernels(op) == {impl for impl, path in sources.items() if path.exists()}, op

@@ -18,8 +18,8 @@
 // thread transforms, multiplies and transforms back one strip at a time in a small buffer of its own, so
 // the Winograd-domain data never exists for the whole map. Whole-map V and M buffers (several MB at
 // 96x96) cost more than the arithmetic: fresh allocations of that size are mmapped, page-faulted and
-// zeroed on every call. DIN's dense block uses the whole-map building blocks (registered below) instead,
-// because there every transformed feature is read by several convs.
+// zeroed on every call. DIN's dense block (dense_block.cpp) uses the whole-map building blocks (winograd.h,
+// also registered below as private ops) instead, because there every transformed feature is read by several convs.
 //
 // With Cout <= kDirectMaxCout the forward convolves directly instead (see "direct convolution" below).
 //
@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "kernel_utils.h"
+#include "winograd.h"
 #include "winograd_tiles.h"
 
 namespace din_fast {
@@ -568,6 +569,10 @@ void check_winograd_buffer(const at::Tensor& buf, const char* name, const at::Te
                     " channels; channels ", offset, "..", offset + channels, " do not fit");
 }
 
+}  // namespace
+
+// The whole-map building blocks (winograd.h), also composed by csrc/cpu/dense_block.cpp.
+
 // U (36, Cout, Cin) of weight (Cout, Cin, 3, 3).
 at::Tensor winograd_kernel(const at::Tensor& weight) {
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, "weight must have shape ",
@@ -644,6 +649,8 @@ void winograd_input_adjoint(const at::Tensor& dV, int64_t offset, at::Tensor& dx
     input_adjoint(g, dV.data_ptr<scalar_t>(), planes_of<scalar_t>(dx));
   });
 }
+
+namespace {
 
 // ---- the op ------------------------------------------------------------------------------------
 

@@ -23,8 +23,7 @@ autograd mechanisms of din_fast's ops (docs/op-call.md follows both):
   (csrc/eager_autograd.cpp): the kernel op, under a C++ autograd node when a gradient is needed, whose
   backward runs without Python. It skips the generic machinery (pytree flattening, redispatch, a
   second resolve), which costs more than the kernel at DIN's small shapes;
-- the dispatcher route, every other call of a fused implementation (Triton, dense_block's Python
-  composition of C++ kernels when a gradient is needed, fake tensors, tracing, a direct
+- the dispatcher route, every other call of a fused implementation (Triton, fake tensors, tracing, a direct
   ``torch.ops.din_fast.<name>`` call): the public op, whose autograd is
   ``torch.library.register_autograd``'s and whose router runs the implementation.
 

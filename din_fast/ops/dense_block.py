@@ -17,13 +17,13 @@ Implementations:
 
 - ``reference`` (the dispatcher's, e.g. under ``torch.compile``): the buffer with aten's convolutions.
   Called eagerly under the reference backend the op is ``reference.dense_block``'s plain autograd graph.
-- ``cpp``: the same buffer on the C++ Winograd F(4x4, 3x3) kernel's building blocks (csrc/cpu/conv3x3.cpp,
-  the private ``_winograd_*_cpp`` ops): V (36, C + (n−1)G, tiles) holds every feature's Winograd
-  transform, each conv is one batched GEMM over a prefix of V and its output transform (bias and
-  LeakyReLU fused) writes f_i into the buffer, so each feature is transformed once instead of once per
-  conv that reads it. Its backward accumulates all convs' input gradients in one dV and takes each
-  feature's spatial gradient out of it once; V is recomputed from the buffer (storing it would cost
-  more memory than the buffer).
+- ``cpp`` (csrc/cpu/dense_block.cpp, the private ops ``_dense_block_cpp`` / ``_dense_block_backward_cpp``):
+  the same buffer on conv3x3's C++ Winograd F(4x4, 3x3) building blocks (csrc/cpu/winograd.h):
+  V (36, C + (n−1)G, tiles) holds every feature's Winograd transform, each conv is one batched GEMM
+  over a prefix of V and its output transform (bias and LeakyReLU fused) writes f_i into the buffer, so
+  each feature is transformed once instead of once per conv that reads it. Its backward accumulates all
+  convs' input gradients in one dV and takes each feature's spatial gradient out of it once; V is
+  recomputed from the buffer (storing it would cost more memory than the buffer).
 
 There is no Triton or CUDA kernel: on GPUs the convolutions are cuDNN's, so under ``triton``, ``cuda``
 and ``auto`` on a GPU the reference runs.
@@ -41,14 +41,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from din_fast import backends
+from din_fast import _extension, backends
 from din_fast._torch_internals import any_autocast_enabled
 from din_fast import op_contract as contract
 from din_fast.ops import reference
 from din_fast.op_contract import memory_format_of
 from din_fast.ops._library import (LIB, _autocast_args, _eager_plain, _formatted, differentiable_once,
                                    register_autocast)
-from din_fast.ops.conv3x3 import winograd_tiles
 
 NAME = "dense_block"
 SLOPE = reference.DENSE_SLOPE
@@ -115,62 +114,11 @@ def _backward_aten(grad: torch.Tensor, features: torch.Tensor, weights: Sequence
     return gfeatures[:, :c].contiguous(), dweights, dbiases
 
 
-# -- cpp (the C++ Winograd kernel's building blocks) ----------------------------------------------------
-def _forward_winograd(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    wino = torch.ops.din_fast
-    c, g = x.shape[1], weights[0].shape[0]
-    y_shape, f_shape = _shapes(x, weights)
-    b, width, h, w = f_shape
-    features = x.new_empty(f_shape)
-    features[:, :c] = x
-    V = x.new_empty((36, width, b * winograd_tiles(h, w)))
-    wino._winograd_input_cpp(features[:, :c], V, 0)
-    for i, (wt, bias) in enumerate(zip(weights[:-1], biases[:-1])):
-        start = c + i * g
-        out = features[:, start:start + g]
-        wino._winograd_output_cpp(torch.bmm(wino._winograd_kernel_cpp(wt), V[:, :start]), bias, SLOPE, out)
-        wino._winograd_input_cpp(out, V, start)
-    y = x.new_empty(y_shape)
-    wino._winograd_output_cpp(torch.bmm(wino._winograd_kernel_cpp(weights[-1]), V), biases[-1], 1.0, y)
-    return y, features
-
-
-def _backward_winograd(grad: torch.Tensor, features: torch.Tensor, weights: Sequence[torch.Tensor],
-                       biases: Sequence[torch.Tensor]) -> tuple[torch.Tensor, _Tensors, _Tensors]:
-    wino = torch.ops.din_fast
-    n = len(weights)
-    g = weights[0].shape[0]
-    b, width, h, w = features.shape
-    c = width - (n - 1) * g
-    V = features.new_empty((36, width, b * winograd_tiles(h, w)))
-    wino._winograd_input_cpp(features, V, 0)
-    dweights: _Tensors = [None] * n  # type: ignore[list-item]
-    dbiases: _Tensors = [None] * n  # type: ignore[list-item]
-
-    def conv_step(i: int, gy: torch.Tensor, cin: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Parameter gradients of conv i (output gradient gy); returns (Uᵀ, dM) of its input gradient."""
-        dM = wino._winograd_output_adjoint_cpp(gy)
-        dweights[i] = wino._winograd_kernel_adjoint_cpp(torch.bmm(dM, V[:, :cin].transpose(1, 2)))
-        dbiases[i] = gy.sum((0, 2, 3))
-        return wino._winograd_kernel_cpp(weights[i]).transpose(1, 2), dM
-
-    dV = torch.bmm(*conv_step(n - 1, grad.contiguous(), width))  # the last conv reads every channel
-    for i in reversed(range(n - 1)):
-        start = c + i * g
-        gy = features.new_empty((b, g, h, w))
-        wino._winograd_input_adjoint_cpp(dV, start, gy)  # complete: only later convs read f_i
-        gy = torch.ops.aten.leaky_relu_backward(gy, features[:, start:start + g], SLOPE, True)
-        dV[:, :start].baddbmm_(*conv_step(i, gy, start))
-    dx = features.new_empty((b, c, h, w))
-    wino._winograd_input_adjoint_cpp(dV, 0, dx)
-    return dx, dweights, dbiases
-
-
 #: implementation -> (forward, backward) on checked arguments.
 IMPLEMENTATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "reference": (_forward_aten, _backward_aten),
-    "cpp": (_forward_winograd, _backward_winograd),
+    "cpp": (lambda *args: torch.ops.din_fast._dense_block_cpp.default(*args),
+            lambda *args: torch.ops.din_fast._dense_block_backward_cpp.default(*args)),
 }
 
 # -- the torch.library ops ------------------------------------------------------------------------------
@@ -213,23 +161,6 @@ for _key in ("CPU", "CUDA"):
     LIB.impl(f"{NAME}_backward", _route_backward, _key)
 
 
-def _cpp_forward(x: torch.Tensor, weights: _Tensors, biases: _Tensors) -> tuple[torch.Tensor, torch.Tensor]:
-    _check(x, weights, biases)
-    y, features = _forward_winograd(x, weights, biases)
-    return _formatted(y, x), features
-
-
-def _cpp_backward(grad: torch.Tensor, features: torch.Tensor, weights: _Tensors, biases: _Tensors
-                  ) -> tuple[torch.Tensor, _Tensors, _Tensors]:
-    _check_backward(grad, features, weights, biases)
-    return _backward_winograd(grad, features, weights, biases)
-
-
-if backends.has_kernel("_winograd_input_cpp", "CPU"):  # the cpp implementation exists where the C++ Winograd kernels do
-    LIB.impl(f"_{NAME}_cpp", _cpp_forward, "CPU")
-    LIB.impl(f"_{NAME}_backward_cpp", _cpp_backward, "CPU")
-
-
 @torch.library.register_fake(f"din_fast::{NAME}", lib=LIB)
 def _fake_forward(x: torch.Tensor, weights: _Tensors, biases: _Tensors) -> tuple[torch.Tensor, torch.Tensor]:
     _check(x, weights, biases)
@@ -266,11 +197,16 @@ torch.library.register_autograd(f"din_fast::{NAME}", _autograd_backward, setup_c
 register_autocast(NAME)
 
 
+_eager_kernels: list[Any] = []  # the _C.eager_kernels handle of the cpp kernel ops, found on first use
+
+
 def dense_block(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> torch.Tensor:
     """DIN's dense block body ``y`` (module docstring has the maths and shapes) on the implementation
     ``din_fast.backends`` picks; autocast-aware. Under the reference backend the reference's plain
-    autograd graph; otherwise the op ``din_fast::dense_block`` (torch.library's autograd, the router), or,
-    on plain eager tensors when no gradient is needed, its implementation called directly."""
+    autograd graph. The cpp implementation on plain eager tensors takes the eager fast path
+    (``_C.eager_call``: the kernel, under the C++ autograd node when a gradient is needed, which saves
+    the features buffer in place of x); every other call the op ``din_fast::dense_block``
+    (torch.library's autograd, the router)."""
     args: Sequence[Any] = (x, weights, biases)
     if any_autocast_enabled() and isinstance(x, torch.Tensor) \
             and torch.is_autocast_enabled(x.device.type):
@@ -280,9 +216,9 @@ def dense_block(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequen
     impl = backends.resolve(NAME, x.device, x.dtype)
     if impl == "reference":  # a plain graph (ONNX export traces it)
         return reference.dense_block(x, list(weights), list(biases))
-    tensors = [x, *weights, *biases]
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and _eager_plain(tensors):
-        # No gradient, so no autograd node: the op's dispatch (torch.library's autograd kernel, the
-        # router's second check) would be pure overhead on DIN's inference path (benchmarks/NOTES.md).
-        return _formatted(IMPLEMENTATIONS[impl][0](x, weights, biases)[0], x)
+    if impl == "cpp" and _eager_plain([x, *weights, *biases]):
+        if not _eager_kernels:  # resolve has built and loaded din_fast._C by now
+            _eager_kernels.append(_extension.module().eager_kernels(f"din_fast::_{NAME}_cpp",
+                                                                    f"din_fast::_{NAME}_backward_cpp"))
+        return _extension.module().eager_call(_eager_kernels[0], x, weights, biases)
     return _OP(x, list(weights), list(biases))[0]  # its router checks again (it checks direct calls too)

@@ -91,8 +91,8 @@ def test_output_and_input_gradient_keep_the_input_format(layout):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_no_grad_call_matches_the_op(layout):
-    """Without a gradient the wrapper calls the implementation directly (no node to record): the same
-    values bit for bit and the same memory format as the dispatcher op."""
+    """Without a gradient the wrapper's eager call records no node: the same values bit for bit and the
+    same memory format as the dispatcher op."""
     _skip_unless_cpp()
     x, weights, biases = dense_block_args()
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -140,7 +140,7 @@ def test_autocast_runs_in_the_autocast_dtype():
         torch.testing.assert_close(out.float(), ref, atol=8 * 2**-8, rtol=8 * 2**-8)
 
 
-@pytest.mark.parametrize("mutate, message", [
+BAD_ARGUMENTS = [
     (lambda a: a.__setitem__(0, a[0][0]), r"x must have shape \(B, C, H, W\)"),
     (lambda a: a.__setitem__(1, []), "non-empty lists"),
     (lambda a: a[2].pop(), "one tensor per weight"),
@@ -149,7 +149,10 @@ def test_autocast_runs_in_the_autocast_dtype():
     (lambda a: a[2].__setitem__(1, a[2][1][:-1]), r"biases\[1\] must have shape \(3,\)"),
     (lambda a: a[1].__setitem__(0, a[1][0].float()), r"weights\[0\] has dtype torch.float32"),
     (lambda a: a[1].__setitem__(0, a[1][0][0, 0]), r"weights\[0\] must have shape \(Cout, Cin, 3, 3\)"),
-])
+]
+
+
+@pytest.mark.parametrize("mutate, message", BAD_ARGUMENTS)
 @pytest.mark.parametrize("entry", ["wrapper", "torch.ops"])
 def test_bad_arguments_are_clear_errors(mutate, message, entry):
     args = dense_block_args()
@@ -157,6 +160,34 @@ def test_bad_arguments_are_clear_errors(mutate, message, entry):
     fn = ops.dense_block if entry == "wrapper" else torch.ops.din_fast.dense_block
     with pytest.raises((ValueError, RuntimeError), match=message):
         fn(*args)
+
+
+@pytest.mark.parametrize("mutate, message", BAD_ARGUMENTS)
+def test_cpp_kernels_check_their_arguments(mutate, message):
+    """The private C++ kernel ops check what the Python check does (a direct call never reads out of
+    bounds): ValueError from the forward, and from the backward for bad weights or biases."""
+    _skip_unless_cpp()
+    args = dense_block_args()
+    y, features = torch.ops.din_fast._dense_block_cpp(*args)
+    mutate(args)
+    with pytest.raises(ValueError):
+        torch.ops.din_fast._dense_block_cpp(*args)
+    if args[0].dim() == 4:  # the backward reads the features buffer, not x
+        with pytest.raises(ValueError):
+            torch.ops.din_fast._dense_block_backward_cpp(y, features, args[1], args[2])
+
+
+def test_cpp_backward_checks_the_buffer_and_the_gradient():
+    _skip_unless_cpp()
+    args = dense_block_args()
+    y, features = torch.ops.din_fast._dense_block_cpp(*args)
+    backward = torch.ops.din_fast._dense_block_backward_cpp
+    with pytest.raises(ValueError, match="grad must have shape"):
+        backward(y[:, :, :-1], features, args[1], args[2])
+    with pytest.raises(ValueError, match="too few"):
+        backward(y, features[:, :10], args[1], args[2])
+    with pytest.raises(ValueError, match="features must have shape"):
+        backward(y, features[0], args[1], args[2])
 
 
 def _cat_rdb(rdb, x):
@@ -175,7 +206,7 @@ def test_dense_buffer_rdb_matches_concatenations_with_gradients(layout):
     expected = _cat_rdb(rdb, x)
     expected_grads = torch.autograd.grad(expected, params, g)
     got = rdb(x)                                                          # default backend: buffer path
-    assert got.grad_fn is not None and "dense_block" in type(got.grad_fn).__name__  # the op's node
+    assert type(got.grad_fn).__name__ == "EagerAutogradBackward"  # the op's C++ node, not the graph
     grads = torch.autograd.grad(got, params, g)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     for a, e in zip(grads, expected_grads):
