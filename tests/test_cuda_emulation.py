@@ -44,6 +44,13 @@ CASES = [
     ("dwc_sum", "channels_last-vec", dict(k=3, b=2, c=8, h=37, w=61), True),
     ("dwc_sum", "channels_last-odd", dict(k=3, b=2, c=5, h=37, w=61), True),
     ("mshf", "odd", dict(b=2, c=2, h=19, w=37), False),
+    # channels_last reductions past a launch's 48 KiB of shared memory (launch.cuh kMaxDynamicShared):
+    # channel_sums keeps ns·C accumulators per block (ns = 2 forward, 4 backward) and sums NCHW copies
+    # beyond; dwc_sum's backward keeps (k + 1)·C and takes fewer inputs per launch (C = 1000: 5 in
+    # float64), or NCHW copies when not even one fits (C = 3100 in float64).
+    ("channel_attention_residual", "channels_last-wide", dict(b=1, c=3100, h=3, w=5, reduction=1550), True),
+    ("dwc_sum", "channels_last-wide", dict(k=7, b=1, c=1000, h=3, w=5), True),
+    ("dwc_sum", "channels_last-wider", dict(k=2, b=1, c=3100, h=3, w=5), True),
     ("dilated_encdec", "odd", dict(b=2, h=19, w=37), False),
 ]
 

@@ -24,6 +24,12 @@ inline at::Tensor channel_sums(const at::Tensor& x1, const at::Tensor& x2, const
   const Layout l = layout_of(x1);
   const int ns = g ? 4 : 2;
   const at::ScalarType acc = at::toOpMathType(x1.scalar_type());
+  if (l.nhwc && size_t(ns) * l.C * c10::elementSize(acc) > kMaxDynamicShared) {
+    // A channels_last block keeps ns·C partial sums in shared memory; past the launch limit, sum NCHW
+    // copies (whose blocks each own one channel).
+    const at::Tensor gc = g ? g->contiguous() : at::Tensor();
+    return channel_sums(x1.contiguous(), x2.contiguous(), g ? &gc : nullptr);
+  }
   const int64_t items = l.nhwc ? l.B : l.B * l.C;
   const int64_t splits = reduction_splits(items, l.HW, 2048);
   const int64_t per_split = ((l.HW + splits - 1) / splits + 15) / 16 * 16;  // whole vectors per split

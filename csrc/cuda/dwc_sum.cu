@@ -2,7 +2,9 @@
 // csrc/cpu/dwc_sum.cpp and din_fast/ops/dwc_sum.py).
 //
 // A launch takes up to kMaxK = 6 inputs (DIN uses at most 5); longer lists run in chunks (the forward
-// accumulates into the output). float16 / bfloat16 / float32 / float64, accumulation in float32
+// accumulates into the output). The channels_last backward keeps (k + 1)·C partial sums per block in
+// shared memory: at large C it takes fewer inputs per launch, and reduces NCHW copies when even one
+// input does not fit (launch.cuh's kMaxDynamicShared). float16 / bfloat16 / float32 / float64, accumulation in float32
 // (float64 for float64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -72,9 +74,20 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> dwc_sum_backward_cud
   const at::Tensor g = grad.contiguous(in.fmt);
   const Layout l = layout_of(g);
   const int64_t K = static_cast<int64_t>(in.xs.size());
+  const at::ScalarType acc = at::toOpMathType(g.scalar_type());
+  int64_t per_launch = kMaxK;
+  if (l.nhwc) {
+    per_launch = std::min<int64_t>(kMaxK, int64_t(kMaxDynamicShared / (l.C * c10::elementSize(acc))) - 1);
+    if (per_launch < 1) {
+      std::vector<at::Tensor> xs;
+      for (const at::Tensor& x : in.xs) xs.push_back(x.contiguous());
+      auto [dxs, dweight, dbias] = dwc_sum_backward_cuda(g.contiguous(), xs, weight, bias);
+      for (at::Tensor& d : dxs) d = d.contiguous(at::MemoryFormat::ChannelsLast);
+      return {dxs, dweight, dbias};
+    }
+  }
   std::vector<at::Tensor> dxs;
   for (int64_t j = 0; j < K; ++j) dxs.push_back(at::empty(g.sizes(), g.options().memory_format(in.fmt)));
-  const at::ScalarType acc = at::toOpMathType(g.scalar_type());
   at::Tensor dweight = at::empty({K, l.C}, g.options().dtype(acc));
   at::Tensor dbias;
   const int64_t items = l.nhwc ? l.B : l.B * l.C;
@@ -83,8 +96,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> dwc_sum_backward_cud
   const int64_t used = (l.HW + per_split - 1) / per_split;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "dwc_sum_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    for (int64_t j0 = 0; j0 < K; j0 += kMaxK) {
-      const int k = static_cast<int>(std::min<int64_t>(kMaxK, K - j0));
+    for (int64_t j0 = 0; j0 < K; j0 += per_launch) {
+      const int k = static_cast<int>(std::min<int64_t>(per_launch, K - j0));
       Ptrs<const scalar_t> xs{};
       Ptrs<scalar_t> ds{};
       for (int j = 0; j < k; ++j) {

@@ -42,9 +42,18 @@ using DeviceGuard = c10::cuda::CUDAGuard;
 inline bool on_kernel_device(const at::Tensor& t) { return t.is_cuda(); }
 #endif
 
-// kernel<<<grid, block, shared_bytes, current stream>>>(args...), then the launch-error check.
+// The dynamic shared memory a launch may request without opting in per kernel
+// (cudaFuncSetAttribute(..., cudaFuncAttributeMaxDynamicSharedMemorySize, ...)), on every GPU din_fast
+// builds for. The launchers keep within it: the channels_last reductions, whose shared memory grows
+// with C, take fewer inputs per launch or reduce an NCHW copy instead.
+constexpr size_t kMaxDynamicShared = 48 * 1024;
+
+// kernel<<<grid, block, shared_bytes, current stream>>>(args...), then the launch-error check. A request
+// above kMaxDynamicShared is refused here, under the emulation too (a GPU would fail the launch).
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, Args&&... args) {
+  TORCH_CHECK(shared_bytes <= kMaxDynamicShared, "din_fast: a CUDA launch requests ", shared_bytes,
+              " bytes of dynamic shared memory, above the ", kMaxDynamicShared, " a launch may use");
 #ifdef DIN_FAST_CUDA_EMULATION
   // Each emulated thread calls the kernel with its own copies of the parameters, as on a GPU.
   const std::tuple<Params...> params(std::forward<Args>(args)...);
