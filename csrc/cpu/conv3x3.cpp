@@ -573,6 +573,11 @@ void check_winograd_buffer(const at::Tensor& buf, const char* name, const at::Te
 
 // The whole-map building blocks (winograd.h), also composed by csrc/cpu/dense_block.cpp.
 
+at::Tensor winograd_buffer(const at::Tensor& like, int64_t channels) {
+  const Geometry g(like.size(0), channels, like.size(2), like.size(3));
+  return at::empty({kElems, channels, g.tiles()}, like.options());
+}
+
 // U (36, Cout, Cin) of weight (Cout, Cin, 3, 3).
 at::Tensor winograd_kernel(const at::Tensor& weight) {
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, "weight must have shape ",

@@ -20,13 +20,11 @@
 
 #include "kernel_utils.h"
 #include "winograd.h"
-#include "winograd_tiles.h"
 
 namespace din_fast {
 namespace {
 
 constexpr double kSlope = 0.2;  // the official code's LeakyReLU slope (reference.DENSE_SLOPE)
-constexpr int64_t kElems = 36;  // Winograd-domain elements per tile
 
 // The twin of dense_block.py's _check, plus the CPU float32/float64 requirement: weights[i] is
 // (G, C + iG, 3, 3) for i < n-1 and (Cout, C + (n-1)G, 3, 3) last, biases[i] (G) and (Cout). Returns G.
@@ -51,10 +49,6 @@ int64_t check_args(const at::Tensor& x, at::TensorList weights, at::TensorList b
   }
   check_cpu_float(x, "x");
   return g;
-}
-
-at::Tensor winograd_buffer(const at::Tensor& like, int64_t channels) {
-  return at::empty({kElems, channels, like.size(0) * winograd_tiles(like.size(2), like.size(3))}, like.options());
 }
 
 // (y, features): y (B, Cout, H, W) contiguous, features (B, C + (n-1)G, H, W) contiguous.

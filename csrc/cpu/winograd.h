@@ -11,6 +11,10 @@
 
 namespace din_fast {
 
+// An uninitialised Winograd-domain buffer (36, channels, B * winograd_tiles(H, W)) for feature maps like
+// `like` (B, C, H, W), with its dtype and device.
+at::Tensor winograd_buffer(const at::Tensor& like, int64_t channels);
+
 // U (36, Cout, Cin) = G g Gᵀ of weight (Cout, Cin, 3, 3).
 at::Tensor winograd_kernel(const at::Tensor& weight);
 
