@@ -307,7 +307,8 @@ struct KronG {
 const KronG kKron;
 
 // Pairs per block of the kernel transforms: each block's taps are transposed through a local (9, kPairBlock)
-// array, so the weight keeps its (pairs, 9) layout and the transform still runs unit-stride over pairs.
+// array, so the weight keeps its (pairs, 9) layout and the transform still runs unit-stride over pairs. Also
+// their parallel grain, so that a 32 x 32 conv's 1024 pairs are split across threads.
 constexpr int64_t kPairBlock = 256;
 
 // w: the kernels, (pairs, 9); U: (36, pairs). Pairs [begin, end). Separably, U = (G g) Gᵀ: 162 products per
