@@ -38,6 +38,7 @@ else contiguous); each gradient has the format of its input.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -137,6 +138,14 @@ _KERNEL_CHECKED = frozenset(("cpp",))
 # Implementations that are kernel ops of din_fast._C (_<name>_<impl>, _<name>_backward_<impl>): the eager
 # fast path runs them through _C.eager_call (csrc/eager_autograd.cpp).
 _CPP_IMPLEMENTATIONS = frozenset(("cpp", "cuda"))
+
+
+@functools.cache
+def eager_kernels(name: str, impl: str) -> Any:
+    """The ``_C.eager_kernels`` handle of op ``name``'s kernel pair ``_<name>_<impl>`` and
+    ``_<name>_backward_<impl>`` for ``_C.eager_call``. Call it after ``backends.resolve`` has chosen
+    ``impl``: resolving a C++ implementation builds and loads din_fast._C on first use."""
+    return _extension.module().eager_kernels(f"din_fast::_{name}_{impl}", f"din_fast::_{name}_backward_{impl}")
 
 
 def _eager_plain(tensors: Sequence[Any]) -> bool:
@@ -287,8 +296,7 @@ class FusedOp:
             kernels = None
             if impl in _CPP_IMPLEMENTATIONS:
                 _C = _extension.module()  # resolve may have just built and loaded it (first use)
-                kernels = _C.eager_kernels(f"din_fast::_{self.name}_{impl}",
-                                           f"din_fast::_{self.name}_backward_{impl}")
+                kernels = eager_kernels(self.name, impl)
             route = self._eager_routes[key] = (impl, kernels)
         return route
 

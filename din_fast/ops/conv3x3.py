@@ -63,9 +63,11 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return _OP(x, weight, bias)
 
 
-# The C++ CPU kernel's building blocks, for layers that chain several convs over one set of features
-# (DIN's dense block keeps every feature in one Winograd-domain buffer, so each is transformed once and
-# read by every later conv). Buffers V, M, dM, dV are (36, C, B·winograd_tiles(H, W)); element e = 6k + i.
+# The C++ CPU kernel's whole-map building blocks (csrc/cpu/winograd.h). DIN's dense block composes them in
+# C++ (csrc/cpu/dense_block.cpp: every feature transformed once into one Winograd-domain buffer, read by
+# every later conv); they are registered as private ops so that tests/ops/test_conv3x3.py can check each
+# one against F.conv2d and its backward. Buffers V, M, dM, dV are (36, C, B·winograd_tiles(H, W)); element
+# e = 6k + i.
 LIB.define("_winograd_kernel_cpp(Tensor weight) -> Tensor")  # U (36, Cout, Cin) = G g Gᵀ
 LIB.define("_winograd_kernel_adjoint_cpp(Tensor dU) -> Tensor")  # dweight (Cout, Cin, 3, 3) = Gᵀ dU G
 LIB.define("_winograd_input_cpp(Tensor x, Tensor(a!) V, int offset) -> ()")  # V[:, offset:offset+C] = Bᵀ d B

@@ -47,7 +47,7 @@ from din_fast import op_contract as contract
 from din_fast.ops import reference
 from din_fast.op_contract import memory_format_of
 from din_fast.ops._library import (LIB, _autocast_args, _eager_plain, _formatted, differentiable_once,
-                                   register_autocast)
+                                   eager_kernels, register_autocast)
 
 NAME = "dense_block"
 SLOPE = reference.DENSE_SLOPE
@@ -197,9 +197,6 @@ torch.library.register_autograd(f"din_fast::{NAME}", _autograd_backward, setup_c
 register_autocast(NAME)
 
 
-_eager_kernels: list[Any] = []  # the _C.eager_kernels handle of the cpp kernel ops, found on first use
-
-
 def dense_block(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> torch.Tensor:
     """DIN's dense block body ``y`` (module docstring has the maths and shapes) on the implementation
     ``din_fast.backends`` picks; autocast-aware. Under the reference backend the reference's plain
@@ -217,8 +214,5 @@ def dense_block(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequen
     if impl == "reference":  # a plain graph (ONNX export traces it)
         return reference.dense_block(x, list(weights), list(biases))
     if impl == "cpp" and _eager_plain([x, *weights, *biases]):
-        if not _eager_kernels:  # resolve has built and loaded din_fast._C by now
-            _eager_kernels.append(_extension.module().eager_kernels(f"din_fast::_{NAME}_cpp",
-                                                                    f"din_fast::_{NAME}_backward_cpp"))
-        return _extension.module().eager_call(_eager_kernels[0], x, weights, biases)
+        return _extension.module().eager_call(eager_kernels(NAME, "cpp"), x, weights, biases)
     return _OP(x, list(weights), list(biases))[0]  # its router checks again (it checks direct calls too)
