@@ -72,15 +72,20 @@ wheel_and_test() {
     local venv=$1 python=$1/bin/python
     shift
     MAX_JOBS=2 "$python" -m pip wheel -q --no-build-isolation --no-deps "$WORK"/dist/din_fast-*.tar.gz -w "$venv/wheel"
-    "$python" -m zipfile -l "$venv"/wheel/din_fast-*.whl | grep -q 'din_fast/_C\..*so' || { echo "FAIL: the wheel has no din_fast/_C"; return 1; }
+    # grep reads the whole listing (not -q, which exits at the first match): under pipefail, zipfile
+    # writing into a closed pipe would fail the check.
+    "$python" -m zipfile -l "$venv"/wheel/din_fast-*.whl | grep 'din_fast/_C\..*so' >/dev/null || { echo "FAIL: the wheel has no din_fast/_C"; return 1; }
     "$python" -m pip install -q --no-deps "$venv"/wheel/din_fast-*.whl
     # From outside the source tree, so the installed package is the one imported.
     (cd "$WORK" && DIN_FAST_JIT=0 "$python" "$ROOT/.ci/check_kernels.py" "$@")
     (cd "$WORK" && DIN_FAST_JIT=0 "$venv/bin/din-fast" upscale "$ROOT/din_fast/assets/sample.png" -o "$venv/sample_x4.png" --scale 4)
     # The tests import the installed din_fast too (rootdir's din_fast/ is shadowed by pytest's rootdir
     # insertion only for conftest; PYTHONSAFEPATH keeps the source folder off sys.path).
+    # Without CC/CXX: they choose the compiler of our extension (built above); torch.compile's C++ code,
+    # which includes omp.h, is left to torch's own default compiler.
     # shellcheck disable=SC2086
-    (cd "$ROOT" && DIN_FAST_JIT=0 PYTHONSAFEPATH=1 "$python" -m pytest -q -x -p no:cacheprovider -k "not triton" $TESTS)
+    (cd "$ROOT" && env -u CC -u CXX DIN_FAST_JIT=0 PYTHONSAFEPATH=1 "$python" -m pytest -q -x -p no:cacheprovider \
+        -k "not triton" $TESTS)
 }
 
 oldest() {
