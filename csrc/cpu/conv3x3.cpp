@@ -541,7 +541,7 @@ void kernel_adjoint(const T* dU, int64_t pairs, T* dw) {
   at::parallel_for(0, pairs, kPairBlock, [&](int64_t begin, int64_t end) { kernel_adjoint_block(dU, pairs, begin, end, dw); });
 }
 
-// ---- building blocks (also registered as private ops for DIN's dense block) -------------------------
+// ---- building blocks (winograd.h; also registered as private ops, for the tests) ---------------
 
 template <typename T>
 Planes<T> planes_of(const at::Tensor& t) {
